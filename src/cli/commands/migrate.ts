@@ -1,0 +1,61 @@
+/** `audit-gateway migrate [up|down|status]` (CONTRACT.md §1, §8). */
+import { type Command, InvalidArgumentError } from 'commander';
+import { createPool, withClient } from '../../db/connect.js';
+import { migrate, migrationStatus } from '../../db/migrate.js';
+import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+
+interface MigrateOptions extends CommonOptions {
+  count?: number;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number >= 1');
+  return n;
+}
+
+/** Registers `migrate`. */
+export function registerMigrate(program: Command): void {
+  const cmd = program
+    .command('migrate')
+    .description('create or upgrade the schema (audit_log, audit_reject), under the migration lock')
+    .argument('[direction]', 'up, down or status', 'up')
+    .option('--count <n>', 'how many migrations to apply or revert (default: all up, one down)', positiveInt)
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ audit-gateway migrate                 # apply every pending migration
+  $ audit-gateway migrate status          # list migrations and when each ran
+  $ audit-gateway migrate down --count 1  # revert the newest (audit rows are never dropped)`,
+    );
+  addCommonOptions(cmd).action(async (direction: string, opts: MigrateOptions) => {
+    if (!['up', 'down', 'status'].includes(direction)) {
+      throw new InvalidArgumentError(
+        `migrate: unknown direction '${direction}' (expected up, down or status)`,
+      );
+    }
+    const log = loggerOf(opts);
+    const db = await openFromOptions(opts, log);
+    const pool = createPool(db, log, 1);
+    try {
+      await withClient(pool, db, async (client) => {
+        if (direction === 'status') {
+          for (const m of await migrationStatus(client)) {
+            process.stdout.write(
+              `${m.runOn ? 'applied' : 'pending'}  ${m.name}${m.runOn ? `  ${m.runOn.toISOString()}` : ''}\n`,
+            );
+          }
+          return;
+        }
+        const ran = await migrate(client, direction as 'up' | 'down', log, opts.count);
+        if (ran.length === 0) process.stdout.write('nothing to migrate: the schema is up to date\n');
+        for (const name of ran)
+          process.stdout.write(`${direction === 'up' ? 'applied' : 'reverted'}  ${name}\n`);
+      });
+    } finally {
+      await pool.end();
+      await db.close();
+    }
+  });
+}

@@ -1,0 +1,209 @@
+/** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
+import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { createPool, withClient } from '../../db/connect.js';
+import { isAlive } from '../../db/embedded.js';
+import { migrate } from '../../db/migrate.js';
+import { BatchWriter } from '../../db/writer.js';
+import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
+import { AuditGatewayError } from '../../errors.js';
+import { Daemon } from '../../ingest/daemon.js';
+import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+import { onStopSignals } from '../signals.js';
+
+interface ServeOptions extends CommonOptions {
+  socket: string;
+  listen?: { host: string; port: number };
+  batchSize: number;
+  flushMs: number;
+  maxQueue: number;
+  maxQueueBytes: number;
+  maxLineBytes: number;
+  redactKeys: string;
+  shutdownTimeout: number;
+  migrate: boolean;
+  copyMinRows: number;
+}
+
+/** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock') : '/tmp/audit-gateway.sock';
+}
+
+function intAtLeast(min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    return n;
+  };
+}
+
+/** Parses a duration for --shutdown-timeout: `10s`, `500ms`, `2m`, or plain seconds. Returns ms. */
+export function parseDurationMs(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a duration such as 10s, 500ms or 2m');
+  const n = Number(m[1]);
+  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000);
+}
+
+/** Parses `--listen HOST:PORT` (`:PORT` or `PORT` alone means 127.0.0.1). */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d+)$/.exec(value.trim());
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7070');
+  }
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+/** Takes `<data dir>/serve.pid`: only one `serve` owns a data dir (CONTRACT.md §2). */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const file = join(dataDir, 'serve.pid');
+  const held = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(held) && held > 0 && held !== process.pid && isAlive(held)) {
+    throw new AuditGatewayError(
+      `--data-dir ${dataDir}: already used by another 'audit-gateway serve' (pid ${held}); stop it or choose another --data-dir`,
+    );
+  }
+  await writeFile(file, `${process.pid}\n`);
+  return () => unlink(file).catch(() => {});
+}
+
+/** Registers `serve`. */
+export function registerServe(program: Command): void {
+  const env = (name: string) => `AUDIT_GATEWAY_${name}`;
+  const cmd = program
+    .command('serve')
+    .description('run the writer daemon: NDJSON entries from a Unix socket (and TCP) into Postgres')
+    .addOption(
+      new Option('--socket <path>', 'Unix socket to listen on (mode 0660)')
+        .env(env('SOCKET'))
+        .default(defaultSocketPath()),
+    )
+    .addOption(
+      new Option('--listen <host:port>', 'also listen on TCP (loopback unless you name another address)')
+        .env(env('LISTEN'))
+        .argParser(parseListen),
+    )
+    .addOption(
+      new Option('--batch-size <n>', 'entries per batch')
+        .env(env('BATCH_SIZE'))
+        .default(1000)
+        .argParser(intAtLeast(1)),
+    )
+    .addOption(
+      new Option('--flush-ms <ms>', 'write a batch this long after its first entry')
+        .env(env('FLUSH_MS'))
+        .default(50)
+        .argParser(intAtLeast(0)),
+    )
+    .addOption(
+      new Option('--max-queue <n>', 'entries waiting in memory before the sockets are paused')
+        .env(env('MAX_QUEUE'))
+        .default(100_000)
+        .argParser(intAtLeast(1)),
+    )
+    .addOption(
+      new Option(
+        '--max-queue-bytes <bytes>',
+        'bytes of entries waiting in memory before the sockets are paused',
+      )
+        .env(env('MAX_QUEUE_BYTES'))
+        .default(64 * 1024 * 1024)
+        .argParser(intAtLeast(1)),
+    )
+    .addOption(
+      new Option('--max-line-bytes <bytes>', 'longest line accepted; longer ones are rejected')
+        .env(env('MAX_LINE_BYTES'))
+        .default(1024 * 1024)
+        .argParser(intAtLeast(64)),
+    )
+    .addOption(
+      new Option(
+        '--redact-keys <keys>',
+        'comma-separated request_args keys whose values become "[REDACTED]"; \'\' turns it off',
+      )
+        .env(env('REDACT_KEYS'))
+        .default(DEFAULT_REDACT_KEYS.join(',')),
+    )
+    .addOption(
+      new Option('--shutdown-timeout <duration>', 'how long a stop may take to write what it holds')
+        .env(env('SHUTDOWN_TIMEOUT'))
+        .default(10_000, '10s')
+        .argParser(parseDurationMs),
+    )
+    .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
+    .addOption(
+      new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
+        .env(env('COPY_MIN_ROWS'))
+        .default(16)
+        .argParser(intAtLeast(1))
+        .hideHelp(),
+    )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ audit-gateway serve                                  # embedded Postgres, socket ${defaultSocketPath()}
+  $ audit-gateway serve --database-url postgres://audit@db/audit --listen 127.0.0.1:7070
+  $ printf '%s\\n' '{"request_id":"…","timestamp":"2026-11-29T10:00:00Z","client_subject":"alice","tool_name":"fs.read","response_status":"success"}' \\
+      | socat -t 5 - UNIX-CONNECT:${defaultSocketPath()}`,
+    );
+  addCommonOptions(cmd, 'info').action(async (opts: ServeOptions) => {
+    const log = loggerOf(opts);
+    const unlock = await lockDataDir(opts.dataDir);
+    const db = await openFromOptions(opts, log, true);
+    const pool = createPool(db, log, 4);
+    let unwritten = 0;
+    try {
+      await withClient(pool, db, async (client) => {
+        if (!opts.migrate) return;
+        const ran = await migrate(client, 'up', log);
+        if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
+      });
+      const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
+      const daemon = new Daemon(
+        {
+          socketPath: opts.socket,
+          socketMode: 0o660,
+          listen: opts.listen,
+          batchSize: opts.batchSize,
+          flushMs: opts.flushMs,
+          maxQueue: opts.maxQueue,
+          maxQueueBytes: opts.maxQueueBytes,
+          maxLineBytes: opts.maxLineBytes,
+          redactKeys: parseRedactKeys(opts.redactKeys),
+          shutdownTimeoutMs: opts.shutdownTimeout,
+        },
+        writer,
+        log,
+      );
+      let stopRequested!: () => void;
+      const stopSignal = new Promise<void>((r) => {
+        stopRequested = r;
+      });
+      const detach = onStopSignals(
+        log,
+        () => stopRequested(),
+        () => daemon.force(),
+      );
+      try {
+        await daemon.start();
+        await stopSignal;
+        unwritten = (await daemon.stop()).unwritten;
+      } finally {
+        detach();
+      }
+    } finally {
+      await pool.end();
+      await db.close();
+      await unlock();
+    }
+    if (unwritten > 0) {
+      throw new AuditGatewayError(`stopped with ${unwritten} entries not written to Postgres (see the log)`);
+    }
+  });
+}

@@ -1,0 +1,54 @@
+/**
+ * Options every command shares (CONTRACT.md §2, §7), and opening the database from them.
+ * Precedence: flag > environment variable > default (commander's `.env()`).
+ */
+import { type Command, Option } from 'commander';
+import { defaultDataDir } from '../db/embedded.js';
+import { type Database, openDatabase } from '../db/connect.js';
+import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
+
+/** The options of {@link addCommonOptions}, as commander gives them. */
+export interface CommonOptions {
+  databaseUrl?: string;
+  dataDir: string;
+  logLevel: LogLevel;
+  verbose?: boolean;
+}
+
+/** Adds `--database-url`, `--data-dir`, `--log-level` and `--verbose` to a command. */
+export function addCommonOptions(cmd: Command, defaultLevel: LogLevel = 'warn'): Command {
+  return cmd
+    .addOption(
+      new Option(
+        '--database-url <url>',
+        'Postgres URL; none: the embedded server (env AUDIT_GATEWAY_DATABASE_URL, then DATABASE_URL)',
+      ),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', 'data dir of the embedded Postgres and the spool')
+        .env('AUDIT_GATEWAY_DATA_DIR')
+        .default(defaultDataDir(), '$XDG_DATA_HOME/audit-gateway or ~/.local/share/audit-gateway'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level of the JSON log lines on stderr')
+        .choices(LOG_LEVELS)
+        .env('AUDIT_GATEWAY_LOG_LEVEL')
+        .default(defaultLevel),
+    )
+    .option('--verbose', 'print stack traces with errors');
+}
+
+/** The database URL of CONTRACT.md §2: flag, else AUDIT_GATEWAY_DATABASE_URL, else DATABASE_URL. */
+export function databaseUrlOf(opts: CommonOptions, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return opts.databaseUrl || env.AUDIT_GATEWAY_DATABASE_URL || env.DATABASE_URL || undefined;
+}
+
+/** A logger at the command's level. */
+export function loggerOf(opts: CommonOptions): Logger {
+  return createLogger(opts.logLevel);
+}
+
+/** Opens the database the options name; `owner` is true only for `serve`. */
+export function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
+  return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
+}

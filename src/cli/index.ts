@@ -1,0 +1,59 @@
+/**
+ * The commander layer: builds the program, runs it, and maps every outcome to the exit codes and
+ * one-line errors of CONTRACT.md §7 (stack traces only with --verbose).
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { AuditGatewayError, EXIT, messageOf } from '../errors.js';
+import { registerMigrate } from './commands/migrate.js';
+import { registerServe } from './commands/serve.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** The program with every command registered. */
+export function buildProgram(): Command {
+  const program = new Command('audit-gateway')
+    .description(
+      'The audit sink of a tool-call (MCP) gateway: a writer daemon and admin commands over Postgres',
+    )
+    .version(version())
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(str) });
+  registerServe(program);
+  registerMigrate(program);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+/**
+ * Runs the CLI and resolves to the exit code; never throws.
+ * @param argv `process.argv`
+ */
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const verbose = argv.includes('--verbose');
+  try {
+    await program.parseAsync(argv);
+    return EXIT.OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version end "with an error" of exit code 0
+      if (err.exitCode === 0) return EXIT.OK;
+      return EXIT.USAGE;
+    }
+    if (err instanceof AuditGatewayError) {
+      process.stderr.write(`audit-gateway: ${err.message}\n`);
+      if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`audit-gateway: ${messageOf(err)}\n`);
+    if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    return EXIT.FAILED;
+  }
+}

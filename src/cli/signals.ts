@@ -1,0 +1,33 @@
+/**
+ * The process edge for signals (style.md rule 6): the first SIGINT or SIGTERM asks for a graceful
+ * stop, a second one forces it. The only module that registers signal handlers.
+ */
+import type { Logger } from '../log.js';
+
+/**
+ * Calls `graceful` on the first SIGINT/SIGTERM and `force` on the next one.
+ * @returns a function that removes the handlers.
+ */
+export function onStopSignals(
+  log: Logger,
+  graceful: (signal: string) => void,
+  force: (signal: string) => void,
+): () => void {
+  let count = 0;
+  const handler = (signal: NodeJS.Signals) => {
+    count++;
+    if (count === 1) {
+      log.info({ signal }, 'stopping gracefully (send it again to force)');
+      graceful(signal);
+    } else {
+      log.warn({ signal }, 'forced stop: giving up on unwritten entries');
+      force(signal);
+    }
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}

@@ -1,0 +1,72 @@
+/**
+ * Schema migrations (CONTRACT.md §8) with node-pg-migrate's programmatic runner, from the SQL files
+ * in the package's `migrations/` folder, tracked in `pgmigrations`.
+ *
+ * The runner takes node-pg-migrate's advisory lock in `wait` mode, so two `migrate` (or `serve`)
+ * runs at once are safe: the second waits, then finds nothing left to do (known-traps C21).
+ */
+import { readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runner } from 'node-pg-migrate';
+import type pg from 'pg';
+import type { Logger } from '../log.js';
+
+/** The folder of the shipped migrations (`<package>/migrations`, beside `dist/`). */
+export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
+/** node-pg-migrate's bookkeeping table. */
+export const MIGRATIONS_TABLE = 'pgmigrations';
+
+/** One migration and whether it has run. */
+export interface MigrationStatus {
+  name: string;
+  /** When it was applied, or null when pending. */
+  runOn: Date | null;
+}
+
+/**
+ * Applies (`up`) or reverts (`down`) migrations on a connected client.
+ * @param count how many to apply or revert; `Infinity` for all pending (up); down defaults to 1.
+ * @returns the names of the migrations that ran.
+ */
+export async function migrate(
+  client: pg.ClientBase,
+  direction: 'up' | 'down',
+  log: Logger,
+  count?: number,
+): Promise<string[]> {
+  const ran = await runner({
+    dbClient: client,
+    dir: MIGRATIONS_DIR,
+    migrationsTable: MIGRATIONS_TABLE,
+    direction,
+    count: count ?? (direction === 'up' ? Number.POSITIVE_INFINITY : 1),
+    advisoryLockMode: 'wait',
+    checkOrder: true,
+    singleTransaction: true,
+    logger: {
+      debug: (m: string) => log.debug(m),
+      info: (m: string) => log.debug(m),
+      warn: (m: string) => log.warn(m),
+      error: (m: string) => log.error(m),
+    },
+  });
+  return ran.map((m) => m.name);
+}
+
+/** Every shipped migration with its state, in order. */
+export async function migrationStatus(client: pg.ClientBase): Promise<MigrationStatus[]> {
+  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+  const exists = await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [MIGRATIONS_TABLE]);
+  const done = new Map<string, Date>();
+  if (exists.rows[0]?.t) {
+    const rows = await client.query<{ name: string; run_on: Date }>(
+      `SELECT name, run_on FROM ${MIGRATIONS_TABLE}`,
+    );
+    for (const r of rows.rows) done.set(r.name, r.run_on);
+  }
+  return files.map((f) => {
+    const name = f.replace(/\.sql$/, '');
+    return { name, runOn: done.get(name) ?? null };
+  });
+}

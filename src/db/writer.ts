@@ -1,0 +1,299 @@
+/**
+ * Writes batches of entries into `audit_log` (CONTRACT.md §4, §8).
+ *
+ * - A batch of at least `copyMinRows` entries is written with `COPY audit_log (…) FROM STDIN` in text
+ *   format (pg-copy-streams, on a dedicated client, never `pool.query`); a smaller one with one
+ *   `INSERT … SELECT FROM unnest($1::uuid[], …)`: one array per column, so no batch size can reach
+ *   the 65,535 bind-parameter limit (known-traps C24). Both send the same column texts
+ *   ({@link EntryRow}), so both store identical rows (C02, C23).
+ * - Exactly once: (request_id, timestamp) is unique. The INSERT path says `ON CONFLICT DO NOTHING`;
+ *   when a COPY meets a stored key (SQLSTATE 23505: a retried batch whose commit outcome was
+ *   unknown, a replayed file, a client's resend) the batch is written again by the INSERT path, so
+ *   the first stored copy wins and nothing is stored twice (C15).
+ * - A batch that Postgres refuses for its data (SQLSTATE classes 22, 23, 54) is split in halves until
+ *   the offending entries are isolated; the others are stored and each offending one goes to
+ *   `audit_reject` with the server's message (C14).
+ * - Connection and resource errors are thrown to the caller, which retries the whole batch (safe:
+ *   see exactly once); the failed client is destroyed, not returned to the pool (C16).
+ * - Each commit sends `NOTIFY audit_log, '<highest id in the batch>'` in the same transaction.
+ */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { encodeCopyRow } from '../entry/copyText.js';
+import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
+import { sanitizeString } from '../entry/sanitize.js';
+import { isDataError, messageOf, sqlState } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** One entry to store, with what is needed to reject it: its raw bytes and where it came from. */
+export interface WriteEntry {
+  row: EntryRow;
+  raw: Buffer;
+  source: string;
+}
+
+/** One `audit_reject` row (CONTRACT.md §3). */
+export interface RejectRecord {
+  source: string;
+  reason: string;
+  /** The raw bytes of the line, cut at `--max-line-bytes`. */
+  raw: Buffer;
+}
+
+/** What happened to a batch; `refused` maps an index in the batch to the server's message. */
+export interface BatchOutcome {
+  stored: number;
+  /** Entries whose (request_id, timestamp) was already stored: skipped, counted, not an error. */
+  duplicates: number;
+  refused: Map<number, string>;
+  /** Highest `audit_log.id` written, or null when none was. */
+  maxId: string | null;
+  /** `copy` or `insert`: how the rows went in (the first attempt). */
+  path: 'copy' | 'insert';
+}
+
+/** Options of {@link BatchWriter}. */
+export interface WriterOptions {
+  /** Batches with at least this many entries use COPY; smaller ones INSERT (default 16). */
+  copyMinRows?: number;
+  /** Channel of the NOTIFY after each commit (CONTRACT.md §4: `audit_log`). */
+  channel?: string;
+}
+
+const COLS = ENTRY_COLUMNS.map((c) => (c === 'timestamp' ? '"timestamp"' : c)).join(', ');
+const COPY_SQL = `COPY audit_log (${COLS}) FROM STDIN`;
+const TYPES = [
+  'uuid',
+  'timestamptz',
+  'text',
+  'text',
+  'text',
+  'text',
+  'jsonb',
+  'text',
+  'text',
+  'bigint',
+  'jsonb',
+];
+const INSERT_SQL = `INSERT INTO audit_log (${COLS})
+  SELECT * FROM unnest(${TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(', ')})
+  ON CONFLICT (request_id, "timestamp") DO NOTHING
+  RETURNING id`;
+const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
+/** Characters of COPY text per write to the COPY stream. */
+const CHUNK_CHARS = 256 * 1024;
+
+/** SQLSTATE unique_violation (PostgreSQL docs, Appendix A). */
+const UNIQUE_VIOLATION = '23505';
+
+class DataRefused extends Error {
+  constructor(override readonly cause: unknown) {
+    super(messageOf(cause));
+  }
+}
+
+/** Writes batches on clients taken from a pool; see the module header for the rules. */
+export class BatchWriter {
+  private readonly copyMinRows: number;
+  private readonly channel: string;
+  private sequence: string | null = null;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly log: Logger,
+    options: WriterOptions = {},
+  ) {
+    this.copyMinRows = options.copyMinRows ?? 16;
+    this.channel = options.channel ?? 'audit_log';
+  }
+
+  /**
+   * Stores `entries` and `rejects` (validation rejects that travel with the batch so that acks keep
+   * their order). Resolves once everything is committed.
+   * @throws the pg or socket error when the connection or the server failed (retry the batch).
+   */
+  async write(entries: WriteEntry[], rejects: RejectRecord[]): Promise<BatchOutcome> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      return await this.writeOn(client, entries, rejects);
+    } catch (err) {
+      broken = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    } finally {
+      // A client that failed mid-COPY or lost its connection is destroyed, never reused (C16).
+      client.release(broken);
+    }
+  }
+
+  private async writeOn(
+    client: pg.PoolClient,
+    entries: WriteEntry[],
+    rejects: RejectRecord[],
+  ): Promise<BatchOutcome> {
+    this.sequence ??= (
+      await client.query<{ s: string }>(`SELECT pg_get_serial_sequence('audit_log', 'id') AS s`)
+    ).rows[0]!.s;
+    const path = entries.length >= this.copyMinRows ? 'copy' : 'insert';
+    const outcome: BatchOutcome = { stored: 0, duplicates: 0, refused: new Map(), maxId: null, path };
+    try {
+      await this.transaction(client, async () => {
+        const r = await this.store(
+          client,
+          entries.map((e) => e.row),
+          path,
+        );
+        outcome.stored = r.stored;
+        outcome.duplicates = entries.length - r.stored;
+        outcome.maxId = r.maxId;
+        await this.insertRejects(client, rejects);
+        await this.notify(client, outcome.maxId);
+      });
+      return outcome;
+    } catch (err) {
+      if (!(err instanceof DataRefused)) throw err;
+      this.log.warn(
+        { err: err.message, entries: entries.length },
+        'Postgres refused a batch; isolating the bad entries',
+      );
+    }
+    // Split path: find the refused entries, store the rest, then the rejects, each in its own commit.
+    outcome.stored = 0;
+    outcome.duplicates = 0;
+    await this.split(client, entries, 0, entries.length, outcome);
+    const refusedRejects: RejectRecord[] = [...outcome.refused].map(([i, reason]) => ({
+      source: entries[i]!.source,
+      reason: `db_refused: ${reason}`,
+      raw: entries[i]!.raw,
+    }));
+    await this.transaction(client, async () => {
+      await this.insertRejects(client, [...rejects, ...refusedRejects]);
+    });
+    return outcome;
+  }
+
+  /** Stores entries[lo, hi), halving on data errors; refused single entries go to `outcome.refused`. */
+  private async split(
+    client: pg.PoolClient,
+    entries: WriteEntry[],
+    lo: number,
+    hi: number,
+    outcome: BatchOutcome,
+  ): Promise<void> {
+    if (hi <= lo) return;
+    try {
+      await this.transaction(client, async () => {
+        const slice = entries.slice(lo, hi).map((e) => e.row);
+        const r = await this.store(client, slice, hi - lo >= this.copyMinRows ? 'copy' : 'insert');
+        outcome.stored += r.stored;
+        outcome.duplicates += hi - lo - r.stored;
+        if (r.maxId !== null && (outcome.maxId === null || BigInt(r.maxId) > BigInt(outcome.maxId))) {
+          outcome.maxId = r.maxId;
+        }
+        await this.notify(client, r.maxId);
+      });
+    } catch (err) {
+      if (!(err instanceof DataRefused)) throw err;
+      if (hi - lo === 1) {
+        outcome.refused.set(lo, err.message);
+        this.log.warn(
+          { request_id: entries[lo]!.row.request_id, err: err.message },
+          'entry refused by Postgres',
+        );
+        return;
+      }
+      const mid = lo + Math.ceil((hi - lo) / 2);
+      await this.split(client, entries, lo, mid, outcome);
+      await this.split(client, entries, mid, hi, outcome);
+    }
+  }
+
+  /** BEGIN … COMMIT around `fn`; ROLLBACK on a data error (rethrown as {@link DataRefused}). */
+  private async transaction(client: pg.PoolClient, fn: () => Promise<void>): Promise<void> {
+    await client.query('BEGIN');
+    try {
+      await fn();
+    } catch (err) {
+      if (err instanceof DataRefused || isDataError(err)) {
+        await client.query('ROLLBACK');
+        throw err instanceof DataRefused ? err : new DataRefused(err);
+      }
+      throw err; // connection-level: the client is destroyed by the caller
+    }
+    await client.query('COMMIT');
+  }
+
+  /** Writes rows by COPY (falling back to INSERT … ON CONFLICT on a stored key) or by INSERT. */
+  private async store(
+    client: pg.PoolClient,
+    rows: EntryRow[],
+    path: 'copy' | 'insert',
+  ): Promise<{ stored: number; maxId: string | null }> {
+    if (rows.length === 0) return { stored: 0, maxId: null };
+    if (path === 'copy') {
+      await client.query('SAVEPOINT copy_batch');
+      try {
+        await this.copy(client, rows);
+        const r = await client.query<{ id: string }>('SELECT currval($1)::text AS id', [this.sequence]);
+        await client.query('RELEASE SAVEPOINT copy_batch');
+        return { stored: rows.length, maxId: r.rows[0]!.id };
+      } catch (err) {
+        if (sqlState(err) !== UNIQUE_VIOLATION) throw err;
+        await client.query('ROLLBACK TO SAVEPOINT copy_batch');
+        this.log.debug(
+          { entries: rows.length },
+          'COPY met a stored entry; writing the batch with INSERT … ON CONFLICT',
+        );
+      }
+    }
+    return this.insert(client, rows);
+  }
+
+  private async copy(client: pg.PoolClient, rows: EntryRow[]): Promise<void> {
+    const stream = client.query(copyFrom(COPY_SQL));
+    const chunks = function* () {
+      let buf = '';
+      for (const row of rows) {
+        buf += encodeCopyRow(row);
+        if (buf.length >= CHUNK_CHARS) {
+          yield buf;
+          buf = '';
+        }
+      }
+      if (buf) yield buf;
+    };
+    // 'finish' of the COPY stream is the server's CommandComplete; an error destroys it (CopyFail).
+    await pipeline(Readable.from(chunks(), { objectMode: false }), stream);
+  }
+
+  private async insert(
+    client: pg.PoolClient,
+    rows: EntryRow[],
+  ): Promise<{ stored: number; maxId: string | null }> {
+    const columns = ENTRY_COLUMNS.map((c) => rows.map((r) => r[c]));
+    const r = await client.query<{ id: string }>(INSERT_SQL, columns);
+    let max: bigint | null = null;
+    for (const { id } of r.rows) {
+      const v = BigInt(id);
+      if (max === null || v > max) max = v;
+    }
+    return { stored: r.rowCount ?? r.rows.length, maxId: max === null ? null : max.toString() };
+  }
+
+  private async insertRejects(client: pg.PoolClient, rejects: RejectRecord[]): Promise<void> {
+    if (rejects.length === 0) return;
+    // Reasons may quote the input (JSON.parse messages do): sanitise them like any text column.
+    await client.query(REJECT_SQL, [
+      rejects.map((r) => sanitizeString(r.source)),
+      rejects.map((r) => sanitizeString(r.reason)),
+      rejects.map((r) => r.raw),
+    ]);
+  }
+
+  private async notify(client: pg.PoolClient, maxId: string | null): Promise<void> {
+    if (maxId !== null) await client.query('SELECT pg_notify($1, $2)', [this.channel, maxId]);
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * One client connection of `serve` (CONTRACT.md §3, §4): frames its bytes into lines, validates
+ * each line, queues entries and rejects in order, and, after the `{"ack":true}` handshake, writes
+ * one response line per entry line, in order.
+ */
+import type { Socket } from 'node:net';
+import { type Frame, LineFramer } from '../entry/framing.js';
+import { type ParseOptions, parseEntry } from '../entry/parse.js';
+import type { Logger } from '../log.js';
+import type { IngestQueue, ItemResult } from './queue.js';
+
+/** Counters of what the connections saw (besides what the queue counts). */
+export interface SourceCounters {
+  received: number;
+  blank: number;
+  sanitized: number;
+  redacted: number;
+  /** Partial lines lost when a connection was reset mid-line (known-traps C07). */
+  truncated: number;
+  invalid: number;
+}
+
+/** What a connection needs from the daemon. */
+export interface ConnectionContext {
+  queue: IngestQueue;
+  parse: ParseOptions;
+  maxLineBytes: number;
+  counters: SourceCounters;
+  log: Logger;
+}
+
+const ACK_HANDSHAKE_MAX = 64;
+
+/** Is this first line the ack handshake `{"ack":true}`? */
+function isAckHandshake(line: Buffer): boolean {
+  if (line.length > ACK_HANDSHAKE_MAX) return false;
+  try {
+    const v = JSON.parse(line.toString('utf8')) as unknown;
+    return (
+      typeof v === 'object' &&
+      v !== null &&
+      !Array.isArray(v) &&
+      (v as { ack?: unknown }).ack === true &&
+      Object.keys(v).length === 1
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** Handles one socket until it closes; see the module header. */
+export class Connection {
+  private readonly framer: LineFramer;
+  private firstLine = true;
+  private ackMode = false;
+  private seq = 0;
+  /** Entry lines queued and not yet settled. */
+  private inFlight = 0;
+  private ended = false;
+  private closed = false;
+  private pausedByDaemon = false;
+  private lastData = Date.now();
+  private closeWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly id: string,
+    private readonly socket: Socket,
+    private readonly ctx: ConnectionContext,
+  ) {
+    this.framer = new LineFramer(ctx.maxLineBytes);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err) => {
+      ctx.log.debug({ conn: id, err: err.message }, 'connection error');
+    });
+    socket.on('close', () => this.onClose());
+  }
+
+  /** Milliseconds since the last bytes arrived. */
+  get idleMs(): number {
+    return Date.now() - this.lastData;
+  }
+
+  /** True once the socket has closed. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** True while the daemon holds this socket paused (backpressure). */
+  get isPaused(): boolean {
+    return this.pausedByDaemon;
+  }
+
+  /** Stops reading (backpressure); the kernel buffers fill and the client blocks. */
+  pause(): void {
+    if (this.pausedByDaemon) return;
+    this.pausedByDaemon = true;
+    this.socket.pause();
+  }
+
+  /** Reads again. */
+  resume(): void {
+    if (!this.pausedByDaemon) return;
+    this.pausedByDaemon = false;
+    this.lastData = Date.now();
+    this.socket.resume();
+  }
+
+  /** Stops reading now (shutdown past its grace): what is framed is kept, a partial line is lost. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /**
+   * Stops reading at shutdown as if the client had closed: a partial line is dropped (counted as
+   * truncated); the socket closes once every queued line has its ack.
+   */
+  stopReading(): void {
+    if (this.ended) return;
+    this.socket.pause();
+    this.pausedByDaemon = true;
+    this.ended = true;
+    const lost = this.framer.abort();
+    if (lost > 0) {
+      this.ctx.counters.truncated++;
+      this.ctx.log.warn(
+        { conn: this.id, bytes: lost },
+        'stopped reading mid-line at shutdown; the partial line is not stored',
+      );
+    }
+    this.maybeFinish();
+  }
+
+  /** Resolves when the socket has closed. */
+  whenClosed(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.closeWaiters.push(resolve));
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastData = Date.now();
+    this.framer.push(chunk, this.handleFrame);
+  }
+
+  /** One framed line (or blank, or oversized line), in stream order. */
+  private readonly handleFrame = (frame: Frame): void => {
+    if (frame.kind === 'blank') {
+      this.ctx.counters.blank++;
+      return;
+    }
+    if (frame.kind === 'line' && this.firstLine) {
+      this.firstLine = false;
+      if (isAckHandshake(frame.line)) {
+        this.ackMode = true;
+        return;
+      }
+    }
+    this.firstLine = false;
+    const seq = ++this.seq;
+    this.ctx.counters.received++;
+    const source = `${this.id} line ${seq}`;
+    if (frame.kind === 'oversized') {
+      const reason = `line: longer than max_line_bytes=${this.ctx.maxLineBytes} (${frame.size} bytes seen)`;
+      this.ctx.counters.invalid++;
+      this.ctx.log.warn({ conn: this.id, seq, size: frame.size }, 'rejected an oversized line');
+      this.enqueueReject(seq, source, reason, frame.head);
+      return;
+    }
+    const result = parseEntry(frame.line, this.ctx.parse);
+    if (!result.ok) {
+      this.ctx.counters.invalid++;
+      this.ctx.log.warn({ conn: this.id, seq, reason: result.reason }, 'rejected a line');
+      this.enqueueReject(seq, source, result.reason, frame.line);
+      return;
+    }
+    if (result.sanitized.length > 0) {
+      this.ctx.counters.sanitized++;
+      this.ctx.log.warn(
+        { conn: this.id, seq, request_id: result.row.request_id, fields: result.sanitized },
+        'replaced characters Postgres cannot hold with U+FFFD',
+      );
+    }
+    if (result.redacted > 0) this.ctx.counters.redacted++;
+    this.inFlight++;
+    this.ctx.queue.push({
+      kind: 'entry',
+      entry: { row: result.row, raw: frame.line, source },
+      bytes: frame.line.length,
+      done: (r) => this.settled(seq, r),
+    });
+  };
+
+  private enqueueReject(seq: number, source: string, reason: string, raw: Buffer): void {
+    this.inFlight++;
+    this.ctx.queue.push({
+      kind: 'reject',
+      reject: { source, reason, raw },
+      bytes: raw.length,
+      done: (r) => this.settled(seq, r),
+    });
+  }
+
+  private settled(seq: number, r: ItemResult): void {
+    this.inFlight--;
+    if (this.ackMode && !this.closed) {
+      const line = r.ok
+        ? `{"seq":${seq},"ok":true}\n`
+        : `${JSON.stringify({ seq, ok: false, error: r.error })}\n`;
+      this.socket.write(line);
+    }
+    this.maybeFinish();
+  }
+
+  private onEnd(): void {
+    this.ended = true;
+    this.framer.end(this.handleFrame);
+    this.maybeFinish();
+  }
+
+  /** Half-closed by the client and every ack sent: close our side too. */
+  private maybeFinish(): void {
+    if (this.ended && this.inFlight === 0 && !this.closed) this.socket.end();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    if (!this.ended) {
+      const lost = this.framer.abort();
+      if (lost > 0) {
+        this.ctx.counters.truncated++;
+        this.ctx.log.warn(
+          { conn: this.id, bytes: lost },
+          'connection closed mid-line; the partial line is not stored',
+        );
+      }
+    }
+    for (const w of this.closeWaiters.splice(0)) w();
+  }
+}
