@@ -5,8 +5,13 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { AuditGatewayError, EXIT, messageOf } from '../errors.js';
+import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerReplay } from './commands/replay.js';
+import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
+import { registerStats } from './commands/stats.js';
+import { registerTail } from './commands/tail.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -27,6 +32,11 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (str, write) => write(str) });
   registerServe(program);
   registerMigrate(program);
+  registerTail(program);
+  registerSearch(program);
+  registerExport(program);
+  registerStats(program);
+  registerReplay(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

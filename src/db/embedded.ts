@@ -25,8 +25,8 @@ import { createServer } from 'node:net';
 import { arch, homedir, platform, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { Logger } from '../log.js';
 import { AuditGatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
 
 const execFile = promisify(execFileCb);
 
@@ -188,14 +188,15 @@ async function run(
  * Starts the embedded server in `dataDir` (initialising the cluster on first use), or reuses the one
  * already running there.
  *
- * @param options.keepRunning when true, `stop()` leaves a server that was already running alone (the
- *   read commands use the one `serve` runs); a server this call started is always stopped by `stop()`.
+ * @param options.adoptRunning when false, `stop()` leaves a server that was already running alone
+ *   (the read commands use the one `serve` runs); a server this call started is always stopped.
+ * @param options.port a fixed port (tests that restart the server); default: a free one.
  * @throws AuditGatewayError when the binaries are missing or the server cannot start.
  */
 export async function startEmbedded(
   dataDir: string,
   log: Logger,
-  options: { adoptRunning: boolean },
+  options: { adoptRunning: boolean; port?: number },
 ): Promise<EmbeddedServer> {
   const clusterDir = join(dataDir, 'pg');
   const passwordFile = join(dataDir, 'password');
@@ -247,7 +248,7 @@ export async function startEmbedded(
   }
   if (ids) await chown(dataDir, ids.uid, ids.gid);
   const password = (await readFile(passwordFile, 'utf8')).trim();
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const logFile = join(dataDir, 'postgres.log');
   const opts = [
     `-p ${port}`,

@@ -110,6 +110,11 @@ export class BatchWriter {
     this.channel = options.channel ?? 'audit_log';
   }
 
+  /** Resolves when Postgres answers `SELECT 1`; throws the connection error otherwise. */
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
+  }
+
   /**
    * Stores `entries` and `rejects` (validation rejects that travel with the batch so that acks keep
    * their order). Resolves once everything is committed.

@@ -74,6 +74,8 @@ export type ParseResult =
 export interface ParseOptions {
   /** Lower-cased keys whose values in `request_args` are redacted (§6); empty for none. */
   redactKeys: ReadonlySet<string>;
+  /** Top-level fields to drop instead of keeping in `extra` (`replay` drops `id`, `received_at`). */
+  ignoreFields?: ReadonlySet<string>;
 }
 
 /** The default `--redact-keys` of CONTRACT.md §6. */
@@ -265,7 +267,7 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
         requestArgs = r.text;
         redacted += r.redacted;
         for (const p of r.sanitizedPaths) sanitized.push(`request_args${p.slice(1)}`);
-      } else if (!KNOWN.has(key)) {
+      } else if (!KNOWN.has(key) && !options.ignoreFields?.has(key)) {
         const r = rewriteJson(text.slice(span.start, span.end), null);
         const cleanKey = sanitizeString(key);
         if (cleanKey !== key) sanitized.push(`extra{key}`);

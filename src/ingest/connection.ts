@@ -18,6 +18,8 @@ export interface SourceCounters {
   /** Partial lines lost when a connection was reset mid-line (known-traps C07). */
   truncated: number;
   invalid: number;
+  /** Rejected lines by bounded reason code (RejectCode). */
+  rejectedByCode: Record<string, number>;
 }
 
 /** What a connection needs from the daemon. */
@@ -162,6 +164,7 @@ export class Connection {
     if (frame.kind === 'oversized') {
       const reason = `line: longer than max_line_bytes=${this.ctx.maxLineBytes} (${frame.size} bytes seen)`;
       this.ctx.counters.invalid++;
+      this.countCode('oversized');
       this.ctx.log.warn({ conn: this.id, seq, size: frame.size }, 'rejected an oversized line');
       this.enqueueReject(seq, source, reason, frame.head);
       return;
@@ -169,6 +172,7 @@ export class Connection {
     const result = parseEntry(frame.line, this.ctx.parse);
     if (!result.ok) {
       this.ctx.counters.invalid++;
+      this.countCode(result.code);
       this.ctx.log.warn({ conn: this.id, seq, reason: result.reason }, 'rejected a line');
       this.enqueueReject(seq, source, result.reason, frame.line);
       return;
@@ -189,6 +193,11 @@ export class Connection {
       done: (r) => this.settled(seq, r),
     });
   };
+
+  private countCode(code: string): void {
+    const by = this.ctx.counters.rejectedByCode;
+    by[code] = (by[code] ?? 0) + 1;
+  }
 
   private enqueueReject(seq: number, source: string, reason: string, raw: Buffer): void {
     this.inFlight++;

@@ -10,7 +10,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { AuditGatewayError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Connection, type SourceCounters } from './connection.js';
-import { type BatchSink, IngestQueue, type QueueOptions } from './queue.js';
+import { type BatchSink, IngestQueue, type QueueObserver, type QueueOptions } from './queue.js';
+import type { Spool } from './spool.js';
 
 /** Daemon settings (the flags of `serve`, already validated). */
 export interface DaemonConfig extends QueueOptions {
@@ -29,8 +30,10 @@ export interface DaemonConfig extends QueueOptions {
 
 /** The outcome of a stop. */
 export interface StopResult {
-  /** Entries (and rejects) that could not be written before the deadline. */
+  /** Entries (and rejects) neither written to Postgres nor spooled: data at risk. */
   unwritten: number;
+  /** Entries that went to the spool because the deadline passed. */
+  spilled: number;
 }
 
 /** Checks `path` for a socket file: a live one is an error, a stale one is removed (C20). */
@@ -79,6 +82,7 @@ function listenOn(server: Server, target: string | { host: string; port: number 
 export class Daemon {
   readonly queue: IngestQueue;
   readonly counters: SourceCounters = {
+    rejectedByCode: {},
     received: 0,
     blank: 0,
     sanitized: 0,
@@ -94,12 +98,17 @@ export class Daemon {
   /** The TCP port actually bound (useful with port 0). */
   tcpPort: number | null = null;
 
+  private forced: (() => void) | null = null;
+  private forceRequested = false;
+
   constructor(
     private readonly config: DaemonConfig,
     sink: BatchSink,
     private readonly log: Logger,
+    private readonly spool: Spool | null = null,
+    observer: QueueObserver = {},
   ) {
-    this.queue = new IngestQueue(sink, config, log);
+    this.queue = new IngestQueue(sink, config, log, spool, observer);
     this.queue.onRoom = () => {
       for (const c of this.connections) c.resume();
     };
@@ -112,6 +121,7 @@ export class Daemon {
   async start(): Promise<void> {
     if (this.state !== 'new') return;
     this.state = 'running';
+    await this.queue.resumeSpool();
     const { socketPath } = this.config;
     await claimSocketPath(socketPath, this.log);
     const unix = createServer({ allowHalfOpen: true }, (s) => this.accept(s, 'unix'));
@@ -180,10 +190,11 @@ export class Daemon {
     return this.stopping;
   }
 
-  /** Abandons retries at once (a second signal): the pending stop resolves with what is unwritten. */
+  /** A second signal: stop waiting for Postgres now; what is not written goes to the spool. */
   force(): void {
-    this.queue.abandon();
-    for (const c of this.connections) c.destroy();
+    this.forceRequested = true;
+    for (const c of this.connections) c.stopReading();
+    this.forced?.();
   }
 
   private async doStop(deadlineMs: number, idleMs: number): Promise<StopResult> {
@@ -197,25 +208,38 @@ export class Daemon {
     );
     // Read each connection to its end, or until it has been idle (and not paused) for idleMs; then
     // it only waits for its acks to be sent.
-    while (this.connections.size > 0 && Date.now() < deadline) {
+    while (this.connections.size > 0 && Date.now() < deadline && !this.forceRequested) {
       for (const c of this.connections) {
         if (!c.isPaused && c.idleMs >= idleMs) c.stopReading();
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    for (const c of this.connections) c.destroy();
     const drained = this.queue.drain();
-    const timer = new Promise<'timeout'>((r) =>
-      setTimeout(() => r('timeout'), Math.max(0, deadline - Date.now())).unref(),
-    );
+    const timer = new Promise<'timeout'>((r) => {
+      const t = setTimeout(() => r('timeout'), this.forceRequested ? 0 : Math.max(0, deadline - Date.now()));
+      this.forced = () => {
+        clearTimeout(t);
+        r('timeout');
+      };
+    });
+    let unwritten = 0;
+    let spilled = 0;
     if ((await Promise.race([drained.then(() => 'done' as const), timer])) === 'timeout') {
-      this.queue.abandon();
-      await drained;
+      const pending = this.queue.depth;
+      unwritten = await this.queue.spill();
+      spilled = pending - unwritten;
+      if (spilled > 0)
+        this.log.warn(
+          { spilled, spool: this.spool ? 'yes' : 'no' },
+          'shutdown deadline: entries spooled instead of written',
+        );
     }
+    for (const c of this.connections) c.destroy();
+    this.spool?.closeCurrent();
     await Promise.all(closed);
     this.state = 'stopped';
-    const unwritten = this.queue.depth;
-    this.log.info({ ...this.counters, ...this.queue.counters, unwritten }, 'serve: stopped');
-    return { unwritten };
+    const level = unwritten > 0 ? 'error' : 'info';
+    this.log[level]({ ...this.counters, ...this.queue.counters, unwritten, spilled }, 'serve: stopped');
+    return { unwritten, spilled };
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The bounded queue between the sockets and Postgres (CONTRACT.md §4 "Batching", "Backpressure").
+ * The bounded queue between the sockets and Postgres (CONTRACT.md §4 "Batching", "Backpressure",
+ * "Postgres down or failing").
  *
  * Items (entries and validation rejects, in arrival order) are cut into batches of `batchSize`, or
  * sealed `flushMs` after a batch's first item, whichever comes first. One writer loop stores batch
@@ -7,13 +8,19 @@
  * order. While more than `maxQueue` entries or `maxQueueBytes` bytes wait, {@link IngestQueue.full}
  * is true and the daemon stops reading its sockets; it resumes below half of each limit.
  *
- * A batch that fails for a connection or resource reason is retried whole, with capped exponential
- * backoff and jitter, until it is stored: retrying is safe because the writer stores each
+ * Retry policy: a batch that fails for a connection or resource reason (SQLSTATE classes 08, 53,
+ * 57, 40, socket errors: `isRetryable`) is never rejected. With a spool, the queue switches to
+ * spool mode: this batch and the following ones are appended to the spool (fsynced, then acked)
+ * while a recovery loop probes Postgres with capped exponential backoff and jitter; once Postgres
+ * answers, the spool is loaded oldest first and live writing resumes only when it is empty, so
+ * order is kept. Without a spool (or while the spool is full) the batch is retried in place and the
+ * bounded queue pushes back on the sockets. Retrying is safe because the writer stores each
  * (request_id, timestamp) once.
  */
 import type { BatchOutcome, RejectRecord, WriteEntry } from '../db/writer.js';
 import { isRetryable, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
+import { type Spool, SpoolFullError } from './spool.js';
 
 /** The outcome reported to an item's owner (for the ack line of CONTRACT.md §4). */
 export type ItemResult = { ok: true } | { ok: false; error: string };
@@ -21,13 +28,17 @@ export type ItemResult = { ok: true } | { ok: false; error: string };
 /** One queued item: an entry to store or a reject to record; `bytes` is its size on the wire. */
 export type QueueItem = ({ kind: 'entry'; entry: WriteEntry } | { kind: 'reject'; reject: RejectRecord }) & {
   bytes: number;
-  /** Called once the item is committed (or recorded as rejected). */
+  /** Called once the item is committed, spooled, or recorded as rejected. */
   done?: (result: ItemResult) => void;
+  /** When the item was queued (ms since epoch), for the oldest-unwritten-age metric. */
+  at?: number;
 };
 
 /** Where batches go: {@link import('../db/writer.js').BatchWriter} in production. */
 export interface BatchSink {
   write(entries: WriteEntry[], rejects: RejectRecord[]): Promise<BatchOutcome>;
+  /** Resolves when Postgres answers a trivial query; throws otherwise. */
+  ping(): Promise<void>;
 }
 
 /** Limits of the queue (CONTRACT.md §4 defaults: 1000 entries, 50 ms, 100000 entries). */
@@ -37,7 +48,7 @@ export interface QueueOptions {
   maxQueue: number;
   /** Bytes of queued lines; bounds memory when lines are large (known-traps C18). */
   maxQueueBytes: number;
-  /** First retry delay and cap, in ms. */
+  /** First retry delay and cap, in ms (defaults 100 and 5000). */
   retryBaseMs?: number;
   retryMaxMs?: number;
 }
@@ -50,12 +61,23 @@ export interface QueueCounters {
   refused: number;
   batches: number;
   retries: number;
+  spooled: number;
+  unspooled: number;
+}
+
+/** Hooks for metrics; all optional. */
+export interface QueueObserver {
+  batchWritten?(entries: number, ms: number, path: 'copy' | 'insert'): void;
+  postgresUp?(up: boolean): void;
 }
 
 interface Batch {
   items: QueueItem[];
   bytes: number;
+  settled: boolean;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The queue and its writer loop; see the module header. */
 export class IngestQueue {
@@ -66,8 +88,10 @@ export class IngestQueue {
     refused: 0,
     batches: 0,
     retries: 0,
+    spooled: 0,
+    unspooled: 0,
   };
-  private open: Batch = { items: [], bytes: 0 };
+  private open: Batch = { items: [], bytes: 0, settled: false };
   private sealed: Batch[] = [];
   private timer: NodeJS.Timeout | null = null;
   private queuedItems = 0;
@@ -75,7 +99,10 @@ export class IngestQueue {
   private writing: Promise<void> | null = null;
   private wasFull = false;
   private idleWaiters: (() => void)[] = [];
-  private stopRetrying = false;
+  private stopped = false;
+  /** True while Postgres is considered down and batches go to the spool. */
+  private spoolMode = false;
+  private recovering: Promise<void> | null = null;
 
   /** Called when the queue drops below its low-water marks after having been full. */
   onRoom: () => void = () => {};
@@ -84,6 +111,8 @@ export class IngestQueue {
     private readonly sink: BatchSink,
     private readonly options: QueueOptions,
     private readonly log: Logger,
+    private readonly spool: Spool | null = null,
+    private readonly observer: QueueObserver = {},
   ) {}
 
   /** Entries and rejects waiting or being written. */
@@ -91,13 +120,36 @@ export class IngestQueue {
     return this.queuedItems;
   }
 
+  /** True while batches go to the spool instead of Postgres. */
+  get spooling(): boolean {
+    return this.spoolMode;
+  }
+
+  /** Age in ms of the oldest item not yet written or spooled (0 when none). */
+  oldestAgeMs(now = Date.now()): number {
+    const first = this.sealed[0]?.items[0] ?? this.open.items[0];
+    return first?.at ? now - first.at : 0;
+  }
+
   /** True while the daemon should not read more input. */
   get full(): boolean {
     return this.queuedItems >= this.options.maxQueue || this.queuedBytes >= this.options.maxQueueBytes;
   }
 
+  /**
+   * Loads leftover spool files at start-up (CONTRACT.md §4): switches to spool mode, so that new
+   * entries queue behind them, and starts the recovery loop. A no-op without a spool or files.
+   */
+  async resumeSpool(): Promise<void> {
+    if (!this.spool || (await this.spool.segments()).length === 0) return;
+    this.log.info({ bytes: this.spool.bytes }, 'spool: loading leftover files');
+    this.spoolMode = true;
+    this.startRecovery();
+  }
+
   /** Adds an item; seals the open batch when it reaches `batchSize`. */
   push(item: QueueItem): void {
+    item.at ??= Date.now();
     this.open.items.push(item);
     this.open.bytes += item.bytes;
     this.queuedItems++;
@@ -107,21 +159,39 @@ export class IngestQueue {
     else if (!this.timer) this.timer = setTimeout(() => this.seal(), this.options.flushMs);
   }
 
-  /** Seals the open batch now (e.g. at shutdown) and resolves when every batch is written. */
+  /** Seals the open batch now and resolves when every batch is written or spooled. */
   async drain(): Promise<void> {
     this.seal();
     if (!this.writing && this.sealed.length === 0) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Stops retrying failed batches: the writer loop returns after its current attempt (shutdown). */
-  abandon(): void {
-    this.stopRetrying = true;
-  }
-
-  /** Items not yet written, oldest first (for the spool at a forced shutdown). */
-  pending(): QueueItem[] {
-    return [...this.sealed.flatMap((b) => b.items), ...this.open.items];
+  /**
+   * Gives up on Postgres (shutdown past its deadline, or a second signal): every batch not yet
+   * stored goes to the spool and is acked from there. Without a spool they stay unwritten.
+   * @returns the count of items left unwritten and unspooled (data at risk).
+   */
+  async spill(): Promise<number> {
+    this.stopped = true;
+    this.seal();
+    const batches = this.sealed.filter((b) => !b.settled);
+    let left = 0;
+    for (const b of batches) {
+      if (this.spool) {
+        try {
+          await this.appendToSpool(b);
+          continue;
+        } catch (err) {
+          this.log.error(
+            { err: messageOf(err), items: b.items.length },
+            'spool: cannot take a batch at shutdown',
+          );
+        }
+      }
+      left += b.items.length;
+    }
+    for (const w of this.idleWaiters.splice(0)) w();
+    return left;
   }
 
   private seal(): void {
@@ -131,7 +201,7 @@ export class IngestQueue {
     }
     if (this.open.items.length > 0) {
       this.sealed.push(this.open);
-      this.open = { items: [], bytes: 0 };
+      this.open = { items: [], bytes: 0, settled: false };
     }
     this.kick();
   }
@@ -139,7 +209,7 @@ export class IngestQueue {
   /** Starts the writer loop unless it runs; wakes `drain` waiters when nothing is left to do. */
   private kick(): void {
     if (this.writing) return;
-    if (this.sealed.length === 0 || this.stopRetrying) {
+    if (this.sealed.length === 0 || this.stopped) {
       for (const w of this.idleWaiters.splice(0)) w();
       return;
     }
@@ -150,64 +220,141 @@ export class IngestQueue {
   }
 
   private async loop(): Promise<void> {
-    while (this.sealed.length > 0) {
+    while (this.sealed.length > 0 && !this.stopped) {
       const batch = this.sealed[0]!;
-      const ok = await this.writeWithRetry(batch);
-      if (!ok) return;
+      if (!batch.settled) await this.writeOne(batch);
+      if (!batch.settled) return; // stopped
       this.sealed.shift();
-      this.queuedItems -= batch.items.length;
-      this.queuedBytes -= batch.bytes;
-      if (
-        this.wasFull &&
-        this.queuedItems < this.options.maxQueue / 2 &&
-        this.queuedBytes < this.options.maxQueueBytes / 2
-      ) {
-        this.wasFull = false;
-        this.onRoom();
-      }
     }
   }
 
-  /** Writes one batch, retrying connection and resource errors; false if abandoned. */
-  private async writeWithRetry(batch: Batch): Promise<boolean> {
-    const entries: WriteEntry[] = [];
-    const entryItems: QueueItem[] = [];
-    const rejects: RejectRecord[] = [];
-    for (const item of batch.items) {
-      if (item.kind === 'entry') {
-        entries.push(item.entry);
-        entryItems.push(item);
-      } else rejects.push(item.reject);
+  /** Removes a settled batch from the accounting and resumes the sockets when there is room. */
+  private release(batch: Batch): void {
+    batch.settled = true;
+    this.queuedItems -= batch.items.length;
+    this.queuedBytes -= batch.bytes;
+    if (
+      this.wasFull &&
+      this.queuedItems < this.options.maxQueue / 2 &&
+      this.queuedBytes < this.options.maxQueueBytes / 2
+    ) {
+      this.wasFull = false;
+      this.onRoom();
     }
+  }
+
+  /** Writes one batch to Postgres or the spool, retrying until one takes it (or the queue stops). */
+  private async writeOne(batch: Batch): Promise<void> {
+    const { entries, entryItems, rejects } = split(batch);
     const base = this.options.retryBaseMs ?? 100;
     const cap = this.options.retryMaxMs ?? 5000;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const outcome = await this.sink.write(entries, rejects);
-        this.settle(batch, entryItems, outcome);
-        if (attempt > 0) this.log.warn({ attempts: attempt + 1 }, 'batch stored after retrying');
-        return true;
-      } catch (err) {
-        if (!isRetryable(err)) {
-          // Not a data error (those are handled in the writer) and not a known transient one:
-          // keep the batch and retry slowly rather than lose it; an operator must look.
-          this.log.error(
-            { err: messageOf(err), entries: entries.length },
-            'unexpected error writing a batch; retrying',
-          );
-        } else if (attempt === 0) {
-          this.log.warn(
-            { err: messageOf(err), entries: entries.length },
-            'Postgres unavailable; retrying the batch',
-          );
+    for (let attempt = 0; !this.stopped; attempt++) {
+      if (this.spoolMode && this.spool) {
+        try {
+          await this.appendToSpool(batch);
+          return;
+        } catch (err) {
+          if (!(err instanceof SpoolFullError))
+            this.log.error({ err: messageOf(err) }, 'spool: append failed');
+          else if (attempt === 0)
+            this.log.warn({ err: err.message }, 'spool full: holding entries in memory (backpressure)');
         }
-        if (this.stopRetrying) return false;
-        this.counters.retries++;
-        const delay = Math.min(cap, base * 2 ** Math.min(attempt, 16));
-        await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));
-        if (this.stopRetrying) return false;
+      } else {
+        const t0 = performance.now();
+        try {
+          const outcome = await this.sink.write(entries, rejects);
+          if (batch.settled) return; // spilled meanwhile
+          this.observer.batchWritten?.(entries.length, performance.now() - t0, outcome.path);
+          this.observer.postgresUp?.(true);
+          this.settle(batch, entryItems, outcome);
+          if (attempt > 0) this.log.warn({ attempts: attempt + 1 }, 'batch stored after retrying');
+          return;
+        } catch (err) {
+          if (batch.settled) return;
+          if (!isRetryable(err)) {
+            // Not a data error (the writer handles those) nor a known transient one: keep the batch
+            // and retry slowly rather than lose it; an operator must look.
+            this.log.error(
+              { err: messageOf(err), entries: entries.length },
+              'unexpected error writing a batch; retrying',
+            );
+          } else {
+            this.observer.postgresUp?.(false);
+            if (this.spool) {
+              this.log.warn(
+                { err: messageOf(err) },
+                'Postgres unavailable: spooling batches until it answers',
+              );
+              this.spoolMode = true;
+              this.startRecovery();
+              continue; // straight to the spool
+            }
+            if (attempt === 0)
+              this.log.warn(
+                { err: messageOf(err), entries: entries.length },
+                'Postgres unavailable; retrying the batch',
+              );
+          }
+        }
       }
+      this.counters.retries++;
+      const delay = Math.min(cap, base * 2 ** Math.min(attempt, 16));
+      await sleep(delay / 2 + Math.random() * (delay / 2));
     }
+  }
+
+  private async appendToSpool(batch: Batch): Promise<void> {
+    const { entries, rejects } = split(batch);
+    await this.spool!.append(entries, rejects);
+    if (batch.settled) return;
+    this.counters.spooled += entries.length;
+    for (const item of batch.items) {
+      if (item.kind === 'reject') {
+        this.counters.rejected++;
+        item.done?.({ ok: false, error: item.reject.reason });
+      } else item.done?.({ ok: true });
+    }
+    this.release(batch);
+  }
+
+  /** Probes Postgres with backoff; once it answers, loads the spool and leaves spool mode. */
+  private startRecovery(): void {
+    this.recovering ??= (async () => {
+      const base = this.options.retryBaseMs ?? 100;
+      const cap = this.options.retryMaxMs ?? 5000;
+      for (let attempt = 0; this.spoolMode && !this.stopped; attempt++) {
+        try {
+          await this.sink.ping();
+          this.observer.postgresUp?.(true);
+          const t0 = Date.now();
+          const n = await this.spool!.load(async (b) => {
+            const outcome = await this.sink.write(b.entries, b.rejects);
+            this.counters.unspooled += b.entries.length;
+            this.counters.stored += outcome.stored;
+            this.counters.duplicates += outcome.duplicates;
+            this.counters.refused += outcome.refused.size;
+          });
+          if (this.spool!.bytes === 0) {
+            this.spoolMode = false;
+            this.log.info(
+              { entries: n, ms: Date.now() - t0 },
+              'Postgres is back: spool loaded; writing directly again',
+            );
+            this.kick();
+            return;
+          }
+          attempt = -1; // more was spooled meanwhile: load again at once
+          continue;
+        } catch (err) {
+          this.observer.postgresUp?.(false);
+          if (attempt === 0) this.log.warn({ err: messageOf(err) }, 'waiting for Postgres to load the spool');
+        }
+        const delay = Math.min(cap, base * 2 ** Math.min(attempt, 16));
+        await sleep(delay / 2 + Math.random() * (delay / 2));
+      }
+    })().finally(() => {
+      this.recovering = null;
+    });
   }
 
   private settle(batch: Batch, entryItems: QueueItem[], outcome: BatchOutcome): void {
@@ -229,5 +376,19 @@ export class IngestQueue {
         item.done?.({ ok: false, error: `db_refused: ${refused}` });
       } else item.done?.({ ok: true });
     }
+    this.release(batch);
   }
+}
+
+function split(batch: Batch): { entries: WriteEntry[]; entryItems: QueueItem[]; rejects: RejectRecord[] } {
+  const entries: WriteEntry[] = [];
+  const entryItems: QueueItem[] = [];
+  const rejects: RejectRecord[] = [];
+  for (const item of batch.items) {
+    if (item.kind === 'entry') {
+      entries.push(item.entry);
+      entryItems.push(item);
+    } else rejects.push(item.reject);
+  }
+  return { entries, entryItems, rejects };
 }

@@ -96,9 +96,9 @@ describe('migrate', () => {
       `INSERT INTO audit_log (request_id, timestamp, client_subject, tool_name, response_status) VALUES ('00000000-0000-4000-8000-999999999999', now(), '', 't', 'success')`,
     );
     const n = await d.query(`SELECT count(*)::int AS n FROM audit_log WHERE received_at IS NOT NULL`);
-    expect(n.rows[0].n).toBe(501);
+    expect(n.rows[0]?.n).toBe(501);
     // the sqlx bookkeeping is left alone
-    expect((await d.query('SELECT count(*)::int AS n FROM _sqlx_migrations')).rows[0].n).toBe(1);
+    expect((await d.query('SELECT count(*)::int AS n FROM _sqlx_migrations')).rows[0]?.n).toBe(1);
   });
 
   it('down then up keeps every row', async () => {
@@ -113,9 +113,9 @@ describe('migrate', () => {
     } finally {
       c.release();
     }
-    expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0].n).toBe(1);
+    expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0]?.n).toBe(1);
     expect(await up(d)).toHaveLength(2);
-    expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0].n).toBe(1);
+    expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0]?.n).toBe(1);
   });
 
   it('two migrate runs at once: one applies, the other waits and finds nothing to do (C21)', async () => {

@@ -126,7 +126,7 @@ describe('BatchWriter', () => {
           `SELECT count(*)::int AS n FROM audit_log WHERE request_id::text LIKE $1`,
           [`${prefix}%`],
         );
-        expect(stored.rows[0].n).toBe(37);
+        expect(stored.rows[0]?.n).toBe(37);
         const rej = await t.query<{ reason: string; raw: Buffer }>(
           `SELECT reason, raw FROM audit_reject WHERE raw::text LIKE '%' ORDER BY id DESC LIMIT 4`,
         );
@@ -178,7 +178,7 @@ describe('BatchWriter', () => {
     const r = await t.query(
       `SELECT count(*)::int AS n FROM audit_log WHERE request_id::text LIKE 'c2400000%'`,
     );
-    expect(r.rows[0].n).toBe(7000);
+    expect(r.rows[0]?.n).toBe(7000);
   });
 
   it("sends NOTIFY audit_log with the batch's highest id after the commit", async () => {
@@ -198,9 +198,9 @@ describe('BatchWriter', () => {
         const max = await t.query(`SELECT max(id)::text AS m FROM audit_log WHERE request_id::text LIKE $1`, [
           `${prefix}%`,
         ]);
-        expect(out.maxId).toBe(max.rows[0].m);
+        expect(out.maxId).toBe(max.rows[0]?.m);
         await new Promise((r) => setTimeout(r, 100));
-        expect(got.at(-1)).toBe(max.rows[0].m);
+        expect(got.at(-1)).toBe(max.rows[0]?.m);
       }
     } finally {
       await listener.end();

@@ -97,12 +97,7 @@ describe('parseEntry: accepted entries', () => {
       /}$/,
       ',"trace_id":"abc","n":123456789012345678901,"nested":{"a":[1,2]}}',
     );
-    expect(JSON.parse(row(text).extra!)).toEqual({
-      trace_id: 'abc',
-      n: 123456789012345678901,
-      nested: { a: [1, 2] },
-    });
-    expect(row(text).extra).toContain('123456789012345678901');
+    expect(row(text).extra).toBe('{"trace_id":"abc","n":123456789012345678901,"nested":{"a":[1,2]}}');
   });
 
   it('accepts epoch milliseconds and RFC 3339 variants', () => {

@@ -9,6 +9,8 @@ import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
 import { Daemon } from '../../ingest/daemon.js';
+import { DaemonMetrics } from '../../ingest/metrics.js';
+import { Spool } from '../../ingest/spool.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
 import { onStopSignals } from '../signals.js';
 
@@ -24,6 +26,9 @@ interface ServeOptions extends CommonOptions {
   shutdownTimeout: number;
   migrate: boolean;
   copyMinRows: number;
+  spoolDir?: string;
+  maxSpoolBytes: number;
+  metricsListen?: { host: string; port: number };
 }
 
 /** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
@@ -135,6 +140,22 @@ export function registerServe(program: Command): void {
         .default(10_000, '10s')
         .argParser(parseDurationMs),
     )
+    .addOption(
+      new Option('--spool-dir <dir>', 'where batches wait while Postgres is down')
+        .env(env('SPOOL_DIR'))
+        .default(undefined, '<data dir>/spool'),
+    )
+    .addOption(
+      new Option('--max-spool-bytes <bytes>', 'cap of the spool; when full the sockets are paused')
+        .env(env('MAX_SPOOL_BYTES'))
+        .default(1024 * 1024 * 1024, '1 GiB')
+        .argParser(intAtLeast(1024)),
+    )
+    .addOption(
+      new Option('--metrics-listen <host:port>', 'serve Prometheus /metrics, /healthz and /readyz')
+        .env(env('METRICS_LISTEN'))
+        .argParser(parseListen),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -165,7 +186,21 @@ Examples:
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
-      const daemon = new Daemon(
+      const spool = await Spool.open(
+        { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
+        log,
+      );
+      // The metrics read the daemon's totals at scrape time (the closures run after it exists).
+      let daemon: Daemon | undefined;
+      const metrics = new DaemonMetrics({
+        source: () => daemon!.counters,
+        queue: () => daemon!.queue.counters,
+        depth: () => daemon?.queue.depth ?? 0,
+        oldestAgeMs: () => daemon?.queue.oldestAgeMs() ?? 0,
+        spoolBytes: () => spool.bytes,
+        spooling: () => daemon?.queue.spooling ?? false,
+      });
+      daemon = new Daemon(
         {
           socketPath: opts.socket,
           socketMode: 0o660,
@@ -180,22 +215,29 @@ Examples:
         },
         writer,
         log,
+        spool,
+        metrics.observer,
       );
+      const metricsServer = opts.metricsListen
+        ? await metrics.listen(opts.metricsListen.host, opts.metricsListen.port, log)
+        : undefined;
       let stopRequested!: () => void;
       const stopSignal = new Promise<void>((r) => {
         stopRequested = r;
       });
+      const running = daemon;
       const detach = onStopSignals(
         log,
         () => stopRequested(),
-        () => daemon.force(),
+        () => running.force(),
       );
       try {
-        await daemon.start();
+        await running.start();
         await stopSignal;
-        unwritten = (await daemon.stop()).unwritten;
+        unwritten = (await running.stop()).unwritten;
       } finally {
         detach();
+        metricsServer?.close();
       }
     } finally {
       await pool.end();

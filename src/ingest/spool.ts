@@ -1,0 +1,256 @@
+/**
+ * The disk spool of CONTRACT.md §4: while Postgres is unreachable, batches go to append-only files
+ * and are acked from there; once Postgres answers, the files are loaded oldest first and each is
+ * deleted only after all its rows are committed.
+ *
+ * ## On-disk format
+ * A spool directory holds segment files named `spool-<16-digit sequence>.seg`, written in sequence
+ * order. Each segment starts with the 8-byte magic `AGSPOOL1`, followed by records:
+ *
+ * ```
+ * u32 BE  payload length in bytes
+ * u32 BE  CRC-32 (zlib's, ISO-HDLC) of the payload
+ * bytes   payload: UTF-8 JSON {"v":1,"entries":[[11 column texts]...],"rejects":[[source,reason,raw base64]...]}
+ * ```
+ * One record is one batch. Column texts are the {@link EntryRow} values (already validated,
+ * sanitised and redacted: nothing secret reaches the disk unredacted), in ENTRY_COLUMNS order.
+ *
+ * ## fsync policy
+ * A record is written with one `write` and then `fdatasync` before `append` resolves; its entries are
+ * acked only after that. A new segment's directory entry is made durable by fsyncing the directory.
+ *
+ * ## Size cap and when-full policy
+ * `maxBytes` caps the total size of the segment files. An append that would pass it throws
+ * {@link SpoolFullError}; the queue then keeps the batch in memory and retries, and because the
+ * queue is bounded the sockets are paused: backpressure, never loss.
+ *
+ * ## Damage
+ * A record whose length runs past the end of the file or whose CRC does not match is reported and
+ * skipped: at the end of a file it is a torn write from a crash (its entries were never acked);
+ * elsewhere the reader resynchronises at nothing and stops reading that file, keeping the file for
+ * an operator (renamed to `.corrupt`).
+ */
+import { closeSync, fdatasyncSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { RejectRecord, WriteEntry } from '../db/writer.js';
+import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
+import { AuditGatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** The magic bytes at the start of every segment (also how `replay` recognises a spool file). */
+export const SPOOL_MAGIC = Buffer.from('AGSPOOL1');
+const HEADER = 8;
+const SEGMENT_RE = /^spool-(\d{16})\.seg$/;
+
+/** The spool has no room for another batch (the when-full policy: backpressure). */
+export class SpoolFullError extends AuditGatewayError {}
+
+/** One batch read back from a segment. */
+export interface SpooledBatch {
+  entries: WriteEntry[];
+  rejects: RejectRecord[];
+}
+
+/** Encodes a batch as a record (header included). */
+export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Buffer {
+  const payload = Buffer.from(
+    JSON.stringify({
+      v: 1,
+      entries: entries.map((e) => ENTRY_COLUMNS.map((c) => e.row[c])),
+      rejects: rejects.map((r) => [r.source, r.reason, r.raw.toString('base64')]),
+    }),
+  );
+  const head = Buffer.alloc(HEADER);
+  head.writeUInt32BE(payload.length, 0);
+  head.writeUInt32BE(crc32(payload), 4);
+  return Buffer.concat([head, payload]);
+}
+
+function decodePayload(payload: Buffer, source: string): SpooledBatch {
+  const p = JSON.parse(payload.toString('utf8')) as {
+    v: number;
+    entries: (string | null)[][];
+    rejects: string[][];
+  };
+  const entries = p.entries.map((cols) => {
+    const row = Object.fromEntries(ENTRY_COLUMNS.map((c, i) => [c, cols[i] ?? null])) as unknown as EntryRow;
+    return { row, raw: Buffer.from(JSON.stringify(cols)), source };
+  });
+  const rejects = p.rejects.map(([s, reason, raw]) => ({
+    source: s ?? source,
+    reason: reason ?? '',
+    raw: Buffer.from(raw ?? '', 'base64'),
+  }));
+  return { entries, rejects };
+}
+
+/** The result of reading one segment. */
+export interface SegmentRead {
+  batches: SpooledBatch[];
+  /** A damaged record was found (torn tail or bad CRC). */
+  damaged: 'none' | 'torn-tail' | 'corrupt';
+}
+
+/**
+ * Reads every intact record of a segment's bytes.
+ * @throws AuditGatewayError when the bytes do not start with {@link SPOOL_MAGIC}.
+ */
+export function readSegment(buf: Buffer, source: string): SegmentRead {
+  if (buf.length < SPOOL_MAGIC.length || !buf.subarray(0, SPOOL_MAGIC.length).equals(SPOOL_MAGIC)) {
+    throw new AuditGatewayError(`${source}: not a spool segment (no AGSPOOL1 header)`);
+  }
+  const batches: SpooledBatch[] = [];
+  let off = SPOOL_MAGIC.length;
+  while (off < buf.length) {
+    if (off + HEADER > buf.length) return { batches, damaged: 'torn-tail' };
+    const len = buf.readUInt32BE(off);
+    const sum = buf.readUInt32BE(off + 4);
+    const end = off + HEADER + len;
+    if (end > buf.length) return { batches, damaged: 'torn-tail' };
+    const payload = buf.subarray(off + HEADER, end);
+    if (crc32(payload) !== sum) return { batches, damaged: end === buf.length ? 'torn-tail' : 'corrupt' };
+    batches.push(decodePayload(payload, source));
+    off = end;
+  }
+  return { batches, damaged: 'none' };
+}
+
+/** Options of {@link Spool}. */
+export interface SpoolOptions {
+  dir: string;
+  /** Cap of all segment files together, in bytes. */
+  maxBytes: number;
+  /** A segment is closed and a new one begun past this size, in bytes (default 16 MiB). */
+  segmentBytes?: number;
+}
+
+/** The spool directory; see the module header. Not safe for two processes (serve owns the data dir). */
+export class Spool {
+  private fd: number | null = null;
+  private currentSeq = 0;
+  private currentBytes = 0;
+  private totalBytes = 0;
+  private readonly segmentBytes: number;
+
+  private constructor(
+    private readonly options: SpoolOptions,
+    private readonly log: Logger,
+  ) {
+    this.segmentBytes = options.segmentBytes ?? 16 * 1024 * 1024;
+  }
+
+  /** Opens (creating) the directory and measures what is already there. */
+  static async open(options: SpoolOptions, log: Logger): Promise<Spool> {
+    await mkdir(options.dir, { recursive: true, mode: 0o700 });
+    const spool = new Spool(options, log);
+    for (const f of await spool.segments()) {
+      spool.totalBytes += (await stat(join(options.dir, f.name))).size;
+      spool.currentSeq = Math.max(spool.currentSeq, f.seq);
+    }
+    return spool;
+  }
+
+  /** Bytes of all segment files. */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** The segment files, oldest first. */
+  async segments(): Promise<{ name: string; seq: number }[]> {
+    const names = await readdir(this.options.dir);
+    return names
+      .map((name) => ({ name, m: SEGMENT_RE.exec(name) }))
+      .filter((x): x is { name: string; m: RegExpExecArray } => x.m !== null)
+      .map((x) => ({ name: x.name, seq: Number(x.m[1]) }))
+      .sort((a, b) => a.seq - b.seq);
+  }
+
+  /**
+   * Appends one batch and fsyncs it; when this resolves the batch is durable and may be acked.
+   * Synchronous file calls: one write and one fdatasync per batch, no interleaving possible.
+   * @throws SpoolFullError when the batch would pass `maxBytes`.
+   */
+  async append(entries: WriteEntry[], rejects: RejectRecord[]): Promise<void> {
+    const record = encodeRecord(entries, rejects);
+    const newSegment = this.fd === null || this.currentBytes + record.length > this.segmentBytes;
+    const extra = record.length + (newSegment ? SPOOL_MAGIC.length : 0);
+    if (this.totalBytes + extra > this.options.maxBytes) {
+      throw new SpoolFullError(
+        `spool ${this.options.dir} is full (${this.totalBytes} of ${this.options.maxBytes} bytes)`,
+      );
+    }
+    if (newSegment) this.startSegment();
+    writeSync(this.fd!, record);
+    fdatasyncSync(this.fd!);
+    this.currentBytes += record.length;
+    this.totalBytes += record.length;
+  }
+
+  private startSegment(): void {
+    this.closeCurrent();
+    this.currentSeq++;
+    const name = `spool-${String(this.currentSeq).padStart(16, '0')}.seg`;
+    this.fd = openSync(join(this.options.dir, name), 'wx', 0o600);
+    writeSync(this.fd, SPOOL_MAGIC);
+    fdatasyncSync(this.fd);
+    const dirFd = openSync(this.options.dir, 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+    this.currentBytes = SPOOL_MAGIC.length;
+    this.totalBytes += SPOOL_MAGIC.length;
+  }
+
+  /** Closes the segment being written, so that it can be loaded; the next append starts a new one. */
+  closeCurrent(): void {
+    if (this.fd !== null) {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  /**
+   * Loads every segment, oldest first, through `store` (which must commit the batch, or throw);
+   * deletes each file once all its batches are committed. Torn tails are reported and skipped;
+   * a corrupt file is renamed to `.corrupt` after its intact records are stored.
+   * @returns entries loaded (stored or found already stored).
+   * @throws whatever `store` throws (the file is kept; loading resumes at the next call).
+   */
+  async load(store: (batch: SpooledBatch) => Promise<void>): Promise<number> {
+    // Only segments that are closed now: appends that happen while loading open a newer segment,
+    // which must not be read (or deleted) before it is closed in turn.
+    this.closeCurrent();
+    const upTo = this.currentSeq;
+    let loaded = 0;
+    for (const seg of (await this.segments()).filter((s) => s.seq <= upTo)) {
+      const path = join(this.options.dir, seg.name);
+      const buf = await readFile(path);
+      const { batches, damaged } = readSegment(buf, `spool:${seg.name}`);
+      for (const b of batches) {
+        await store(b);
+        loaded += b.entries.length;
+      }
+      if (damaged === 'torn-tail') {
+        this.log.warn(
+          { file: path },
+          'spool: a torn record at the end of a segment (a crash mid-write) was skipped; its entries had not been acked',
+        );
+      }
+      if (damaged === 'corrupt') {
+        await rename(path, `${path}.corrupt`);
+        this.log.error(
+          { file: `${path}.corrupt` },
+          'spool: a segment has a damaged record in the middle; kept for inspection, records after it were not loaded',
+        );
+      } else {
+        await unlink(path);
+      }
+      this.totalBytes = Math.max(0, this.totalBytes - buf.length);
+    }
+    return loaded;
+  }
+}
