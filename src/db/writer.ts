@@ -81,6 +81,15 @@ const INSERT_SQL = `INSERT INTO audit_log (${COLS})
   SELECT * FROM unnest(${TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(', ')})
   ON CONFLICT (request_id, "timestamp") DO NOTHING
   RETURNING id`;
+/** Repeats of a stored key whose body differs from the stored row (at most 20 per batch). */
+const CONFLICT_SQL = `SELECT a.request_id::text, to_jsonb(a) - 'id' - 'received_at' AS stored, to_jsonb(u) AS dropped
+  FROM unnest(${TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(', ')}) AS u(${COLS})
+  JOIN audit_log a ON a.request_id = u.request_id AND a."timestamp" = u."timestamp"
+  WHERE (a.client_subject, a.client_role, a.tool_name, a.backend_name, a.request_args, a.response_status,
+         a.error_message, a.latency_ms, a.extra)
+    IS DISTINCT FROM (u.client_subject, u.client_role, u.tool_name, u.backend_name, u.request_args,
+         u.response_status, u.error_message, u.latency_ms, u.extra)
+  LIMIT 20`;
 const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
 /** Characters of COPY text per write to the COPY stream. */
@@ -285,7 +294,27 @@ export class BatchWriter {
       const v = BigInt(id);
       if (max === null || v > max) max = v;
     }
-    return { stored: r.rowCount ?? r.rows.length, maxId: max === null ? null : max.toString() };
+    const stored = r.rowCount ?? r.rows.length;
+    if (stored < rows.length) await this.logConflicts(client, columns);
+    return { stored, maxId: max === null ? null : max.toString() };
+  }
+
+  /**
+   * Logs each skipped entry whose body differs from the stored entry with the same
+   * (request_id, timestamp): the stored one is kept, both versions are shown (known-traps C15).
+   * Identical repeats are only counted as duplicates.
+   */
+  private async logConflicts(client: pg.PoolClient, columns: (string | null)[][]): Promise<void> {
+    const r = await client.query<{ request_id: string; stored: unknown; dropped: unknown }>(
+      CONFLICT_SQL,
+      columns,
+    );
+    for (const c of r.rows) {
+      this.log.warn(
+        { request_id: c.request_id, stored: c.stored, dropped: c.dropped },
+        'conflict: an entry repeats a stored (request_id, timestamp) with a different body; the stored one is kept',
+      );
+    }
   }
 
   private async insertRejects(client: pg.PoolClient, rejects: RejectRecord[]): Promise<void> {

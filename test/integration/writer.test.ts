@@ -3,7 +3,9 @@
  * batch is split until the bad rows are found, stored keys are never stored twice, and every commit
  * sends NOTIFY audit_log with the highest id.
  */
+import { Writable } from 'node:stream';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
@@ -167,6 +169,23 @@ describe('BatchWriter', () => {
         { request_id: id(prefix, 2), latency_ms: 12 },
       ]);
     }
+  });
+
+  it('logs a repeat with a different body as a conflict showing both versions, an identical repeat not (C15)', async () => {
+    const lines: { msg: string; stored?: { latency_ms: number }; dropped?: { latency_ms: number } }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()));
+        cb();
+      },
+    });
+    const w = new BatchWriter(t.pool, pino({ level: 'warn' }, sink), { copyMinRows: 1 });
+    await w.write([entry(line(id('c1500002', 1)))], []);
+    await w.write([entry(line(id('c1500002', 1))), entry(line(id('c1500002', 1), { latency_ms: 999 }))], []);
+    const conflicts = lines.filter((l) => l.msg.startsWith('conflict:'));
+    expect(conflicts).toHaveLength(1);
+    expect(conflicts[0]?.stored?.latency_ms).toBe(12);
+    expect(conflicts[0]?.dropped?.latency_ms).toBe(999);
   });
 
   it('writes a large batch by INSERT without the bind-parameter limit (C24)', async () => {

@@ -141,9 +141,10 @@ export function registerServe(program: Command): void {
         .argParser(parseDurationMs),
     )
     .addOption(
-      new Option('--spool-dir <dir>', 'where batches wait while Postgres is down')
-        .env(env('SPOOL_DIR'))
-        .default(undefined, '<data dir>/spool'),
+      new Option(
+        '--spool-dir <dir>',
+        'where batches wait while Postgres is down (default: <data dir>/spool)',
+      ).env(env('SPOOL_DIR')),
     )
     .addOption(
       new Option('--max-spool-bytes <bytes>', 'cap of the spool; when full the sockets are paused')
