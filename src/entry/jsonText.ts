@@ -212,7 +212,21 @@ export function rewriteJson(text: string, redactKeys: ReadonlySet<string> | null
 function mayNeedRewrite(text: string, redactKeys: ReadonlySet<string> | null): boolean {
   if (text.includes('\\u')) return true;
   if (!redactKeys || redactKeys.size === 0) return false;
-  const lower = text.toLowerCase();
-  for (const k of redactKeys) if (lower.includes(k)) return true;
-  return false;
+  return keyPattern(redactKeys).test(text);
+}
+
+const patterns = new WeakMap<ReadonlySet<string>, RegExp>();
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * A case-insensitive pattern matching any redact key written as an object key (`"key"` then `:`).
+ * Keys written with escapes are caught by the `\u` check before it. Cached per set.
+ */
+function keyPattern(keys: ReadonlySet<string>): RegExp {
+  let re = patterns.get(keys);
+  if (!re) {
+    re = new RegExp(`"(?:${[...keys].map(escapeRe).join('|')})"\\s*:`, 'i');
+    patterns.set(keys, re);
+  }
+  return re;
 }
