@@ -3,8 +3,8 @@
  * Precedence: flag > environment variable > default (commander's `.env()`).
  */
 import { type Command, Option } from 'commander';
-import { defaultDataDir } from '../db/embedded.js';
 import { type Database, openDatabase } from '../db/connect.js';
+import { defaultDataDir } from '../db/embedded.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
 
 /** The options of {@link addCommonOptions}, as commander gives them. */

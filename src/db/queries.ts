@@ -125,21 +125,34 @@ export interface SelectOptions {
   limit?: number | undefined;
 }
 
+/** A query text and its bind values. */
+export interface BoundQuery {
+  text: string;
+  values: unknown[];
+}
+
+/** The SELECT of {@link selectEntries}, with bind parameters (exported for EXPLAIN in tests). */
+export function entriesQuery(filters: Filters, opts: SelectOptions): BoundQuery {
+  const values: unknown[] = [];
+  const where = filterCondition(filters, paramBinder(values));
+  const limit = opts.limit === undefined ? '' : ` LIMIT ${Math.trunc(opts.limit)}`;
+  return {
+    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE ${where} ORDER BY ${orderBy(opts.order)}${limit}`,
+    values,
+  };
+}
+
 /**
- * Entries matching `filters`, as {@link EntryRow}s (bind parameters; for `search --output table`).
+ * Entries matching `filters`, as {@link EntryRow}s (bind parameters; for `search --output table`
+ * and tail's first page).
  */
 export async function selectEntries(
   client: pg.ClientBase,
   filters: Filters,
   opts: SelectOptions,
 ): Promise<EntryRow[]> {
-  const params: unknown[] = [];
-  const where = filterCondition(filters, paramBinder(params));
-  const limit = opts.limit === undefined ? '' : ` LIMIT ${Math.trunc(opts.limit)}`;
-  const res = await client.query<EntryRow>(
-    `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE ${where} ORDER BY ${orderBy(opts.order)}${limit}`,
-    params,
-  );
+  const q = entriesQuery(filters, opts);
+  const res = await client.query<EntryRow>(q.text, q.values);
   return res.rows;
 }
 
@@ -180,6 +193,16 @@ export async function matchingIdsAfter(
   return res.rows.map((r) => r.id);
 }
 
+/** The SELECT of {@link entriesAfter} (exported for EXPLAIN in tests). */
+export function entriesAfterQuery(filters: Filters, afterId: string, limit: number): BoundQuery {
+  const values: unknown[] = [afterId];
+  const where = filterCondition(filters, paramBinder(values));
+  return {
+    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY id LIMIT ${Math.trunc(limit)}`,
+    values,
+  };
+}
+
 /** Matching entries with an id above `afterId`, by id, at most `limit` (tail's follow query). */
 export async function entriesAfter(
   client: pg.ClientBase,
@@ -187,12 +210,8 @@ export async function entriesAfter(
   afterId: string,
   limit: number,
 ): Promise<EntryRow[]> {
-  const params: unknown[] = [afterId];
-  const where = filterCondition(filters, paramBinder(params));
-  const res = await client.query<EntryRow>(
-    `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY id LIMIT ${Math.trunc(limit)}`,
-    params,
-  );
+  const q = entriesAfterQuery(filters, afterId, limit);
+  const res = await client.query<EntryRow>(q.text, q.values);
   return res.rows;
 }
 
@@ -232,6 +251,11 @@ export async function sequenceHolders(client: pg.ClientBase, seq: string): Promi
   return res.rows.map((r) => r.vxid);
 }
 
+/** A percentile in ms, rounded to microseconds (drops float noise such as 1886.1999999999998). */
+function roundMs(v: number | string | null): number | null {
+  return v === null ? null : Math.round(Number(v) * 1000) / 1000;
+}
+
 /** The `--by` choices of `stats` and their columns. */
 export const STATS_GROUPS = {
   tool: 'tool_name',
@@ -268,9 +292,9 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
     group: string | null;
     count: string;
     errors: string;
-    p50: number | null;
-    p95: number | null;
-    p99: number | null;
+    p50: number | string | null;
+    p95: number | string | null;
+    p99: number | string | null;
   }>(
     `SELECT ${col} AS "group", count(*) AS count,
             count(*) FILTER (WHERE response_status <> 'success') AS errors,
@@ -289,9 +313,9 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
       count,
       errors,
       error_rate: count === 0 ? 0 : errors / count,
-      p50_ms: r.p50 === null ? null : Number(r.p50),
-      p95_ms: r.p95 === null ? null : Number(r.p95),
-      p99_ms: r.p99 === null ? null : Number(r.p99),
+      p50_ms: roundMs(r.p50),
+      p95_ms: roundMs(r.p95),
+      p99_ms: roundMs(r.p99),
     };
   });
 }

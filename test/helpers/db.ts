@@ -19,7 +19,10 @@ export interface TestDatabase {
   db: Database;
   pool: pg.Pool;
   /** Runs one query on the test database. */
-  query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string,
+    params?: unknown[],
+  ): Promise<pg.QueryResult<R>>;
   drop(): Promise<void>;
 }
 
@@ -33,7 +36,10 @@ function withDatabase(url: string, name: string): string {
  * Creates a fresh database (migrated unless `migrated: false`).
  * @param prefix a short tag naming the test file, for debugging leftovers.
  */
-export async function createTestDatabase(prefix: string, options: { migrated?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(
+  prefix: string,
+  options: { migrated?: boolean } = {},
+): Promise<TestDatabase> {
   const name = `ag_test_${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
   const admin = new pg.Client({ connectionString: ADMIN_URL });
   await admin.connect();
