@@ -27,9 +27,9 @@ export function buildProgram(): Command {
       'The audit sink of a tool-call (MCP) gateway: a writer daemon and admin commands over Postgres',
     )
     .version(version())
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str) });
+    // Usage errors stay one line (CONTRACT.md §7), with the way to more help.
+    .configureOutput({ outputError: (str, write) => write(`audit-gateway: ${str.trim()} (see --help)\n`) });
   registerServe(program);
   registerMigrate(program);
   registerTail(program);
