@@ -36,19 +36,11 @@ export interface StopResult {
   spilled: number;
 }
 
-/** Checks `path` for a socket file: a live one is an error, a stale one is removed (C20). */
-async function claimSocketPath(path: string, log: Logger): Promise<void> {
-  let st: Awaited<ReturnType<typeof lstat>>;
-  try {
-    st = await lstat(path);
-  } catch {
-    return; // nothing there
-  }
-  if (!st.isSocket()) {
-    throw new AuditGatewayError(
-      `--socket ${path}: a file that is not a socket is in the way; remove it or choose another path`,
-    );
-  }
+/**
+ * Throws when a live daemon answers on the socket `path` (known-traps C20); resolves otherwise.
+ * @throws AuditGatewayError naming the socket.
+ */
+export async function ensureSocketNotLive(path: string): Promise<void> {
   const live = await new Promise<boolean>((resolve) => {
     const probe: Socket = connect(path);
     probe.once('connect', () => {
@@ -62,6 +54,22 @@ async function claimSocketPath(path: string, log: Logger): Promise<void> {
       `--socket ${path}: socket in use by another process (is another 'audit-gateway serve' running?); stop it or choose another --socket`,
     );
   }
+}
+
+/** Checks `path` for a socket file: a live one is an error, a stale one is removed (C20). */
+async function claimSocketPath(path: string, log: Logger): Promise<void> {
+  let st: Awaited<ReturnType<typeof lstat>>;
+  try {
+    st = await lstat(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!st.isSocket()) {
+    throw new AuditGatewayError(
+      `--socket ${path}: a file that is not a socket is in the way; remove it or choose another path`,
+    );
+  }
+  await ensureSocketNotLive(path);
   await unlink(path);
   log.info({ socket: path }, 'removed a stale socket file');
 }
@@ -215,16 +223,20 @@ export class Daemon {
       await new Promise((r) => setTimeout(r, 20));
     }
     const drained = this.queue.drain();
+    let deadlineTimer: NodeJS.Timeout | undefined;
     const timer = new Promise<'timeout'>((r) => {
-      const t = setTimeout(() => r('timeout'), this.forceRequested ? 0 : Math.max(0, deadline - Date.now()));
-      this.forced = () => {
-        clearTimeout(t);
-        r('timeout');
-      };
+      deadlineTimer = setTimeout(
+        () => r('timeout'),
+        this.forceRequested ? 0 : Math.max(0, deadline - Date.now()),
+      );
+      this.forced = () => r('timeout');
     });
     let unwritten = 0;
     let spilled = 0;
-    if ((await Promise.race([drained.then(() => 'done' as const), timer])) === 'timeout') {
+    const outcome = await Promise.race([drained.then(() => 'done' as const), timer]);
+    clearTimeout(deadlineTimer);
+    this.forced = null;
+    if (outcome === 'timeout') {
       const pending = this.queue.depth;
       unwritten = await this.queue.spill();
       spilled = pending - unwritten;

@@ -8,7 +8,7 @@ import { migrate } from '../../db/migrate.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
-import { Daemon } from '../../ingest/daemon.js';
+import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { DaemonMetrics } from '../../ingest/metrics.js';
 import { Spool } from '../../ingest/spool.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
@@ -176,6 +176,8 @@ Examples:
     );
   addCommonOptions(cmd, 'info').action(async (opts: ServeOptions) => {
     const log = loggerOf(opts);
+    // A live daemon on the socket is named before the data dir it may share (known-traps C20).
+    await ensureSocketNotLive(opts.socket);
     const unlock = await lockDataDir(opts.dataDir);
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
