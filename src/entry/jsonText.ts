@@ -12,10 +12,13 @@ export interface Span {
   end: number;
 }
 
-const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
+/** True for JSON whitespace: space, tab, LF, CR. */
+function isWs(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+}
 
 function skipWs(text: string, i: number): number {
-  while (i < text.length && WS.has(text.charCodeAt(i))) i++;
+  while (i < text.length && isWs(text.charCodeAt(i))) i++;
   return i;
 }
 
@@ -56,7 +59,7 @@ function skipValue(text: string, i: number): number {
   // number, true, false, null
   while (i < text.length) {
     const d = text.charCodeAt(i);
-    if (d === 0x2c || d === 0x7d || d === 0x5d || WS.has(d)) break;
+    if (d === 0x2c || d === 0x7d || d === 0x5d || isWs(d)) break;
     i++;
   }
   return i;

@@ -129,14 +129,12 @@ function reject(code: RejectCode, reason: string): ParseResult {
 function timestampFault(s: string): string | null {
   const m = RFC3339.exec(s);
   if (!m) return 'not an RFC 3339 time with zone';
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+  const year = Number(m[1]);
+  const month = Number(m[2]);
+  const day = Number(m[3]);
+  const hour = Number(m[4]);
+  const minute = Number(m[5]);
+  const second = Number(m[6]);
   if (year === 0) return 'year 0000 is out of range';
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   if (month < 1 || month > 12) return 'month out of range';
