@@ -31,3 +31,12 @@ export function onStopSignals(
     process.off('SIGTERM', handler);
   };
 }
+
+/**
+ * After `serve` has stopped and released what it can, a connection that Postgres never answers
+ * (a frozen server) may still hold the event loop: exit after `graceMs` in that case. The timer is
+ * unref'd, so a process with nothing left exits at once on its own.
+ */
+export function exitIfStuck(graceMs: number): void {
+  setTimeout(() => process.exit(), graceMs).unref();
+}

@@ -246,7 +246,12 @@ export class Daemon {
           'shutdown deadline: entries spooled instead of written',
         );
     }
+    // Let the ack lines of spilled entries reach their clients before the sockets go.
+    for (const c of this.connections) c.stopReading();
+    const ackDeadline = Date.now() + 500;
+    while (this.connections.size > 0 && Date.now() < ackDeadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of this.connections) c.destroy();
+    this.queue.close();
     this.spool?.closeCurrent();
     await Promise.all(closed);
     this.state = 'stopped';

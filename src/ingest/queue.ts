@@ -77,7 +77,8 @@ interface Batch {
   settled: boolean;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** An unref'd sleep: a backoff never keeps the process alive on its own. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 /** The queue and its writer loop; see the module header. */
 export class IngestQueue {
@@ -192,6 +193,16 @@ export class IngestQueue {
     }
     for (const w of this.idleWaiters.splice(0)) w();
     return left;
+  }
+
+  /**
+   * Ends the queue after a stop: the writer loop and the spool recovery loop end at their next
+   * step. Whatever is still spooled stays on disk and is loaded at the next start.
+   */
+  close(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 
   private seal(): void {

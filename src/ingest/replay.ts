@@ -21,6 +21,8 @@ export interface ReplayCounts {
   stored: number;
   skipped: number;
   rejected: number;
+  /** Damaged spool records that could not be read. */
+  damaged: number;
 }
 
 /** Options of {@link replayStream}. */
@@ -69,7 +71,8 @@ export async function replaySource(
       await fh.close();
     }
     if (head.equals(SPOOL_MAGIC)) {
-      const { batches } = readSegment(await readFile(name), source);
+      const { batches, skipped } = readSegment(await readFile(name), source);
+      counts.damaged += skipped;
       for (const b of batches) {
         counts.read += b.entries.length + b.rejects.length;
         entries = b.entries;
@@ -101,8 +104,8 @@ export async function replaySource(
   const framer = new LineFramer(options.maxLineBytes);
   let line = 0;
   const onFrame = (frame: Parameters<Parameters<LineFramer['push']>[1]>[0]) => {
+    line++; // physical line numbers: blank lines count too
     if (frame.kind === 'blank') return;
-    line++;
     counts.read++;
     const at = `${source}:${line}`;
     if (frame.kind === 'oversized') {

@@ -25,10 +25,11 @@
  * queue is bounded the sockets are paused: backpressure, never loss.
  *
  * ## Damage
- * A record whose length runs past the end of the file or whose CRC does not match is reported and
- * skipped: at the end of a file it is a torn write from a crash (its entries were never acked);
- * elsewhere the reader resynchronises at nothing and stops reading that file, keeping the file for
- * an operator (renamed to `.corrupt`).
+ * A record whose length runs past the end of the file, or whose CRC does not match, is reported and
+ * skipped. At the end of a file it is a torn write from a crash (its entries were never acked).
+ * Elsewhere the reader goes on at the next record (its length field is trusted while it stays
+ * inside the file), so intact, acked records after a damaged one are still loaded; the file is then
+ * kept for an operator, renamed to `.corrupt`.
  */
 import { closeSync, fdatasyncSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
@@ -89,32 +90,53 @@ function decodePayload(payload: Buffer, source: string): SpooledBatch {
 /** The result of reading one segment. */
 export interface SegmentRead {
   batches: SpooledBatch[];
-  /** A damaged record was found (torn tail or bad CRC). */
+  /** The worst damage found: none, a torn last record, or a bad record before the end. */
   damaged: 'none' | 'torn-tail' | 'corrupt';
+  /** Damaged records skipped. */
+  skipped: number;
+}
+
+/** Damage found by {@link scanSegment}, filled in as it goes. */
+export interface Damage {
+  damaged: SegmentRead['damaged'];
+  skipped: number;
 }
 
 /**
- * Reads every intact record of a segment's bytes.
+ * Yields the intact records of a segment one at a time (decoding each only when reached, so memory
+ * holds one batch, not the whole file). A record with a bad CRC whose length stays inside the file
+ * is skipped and the scan goes on at the next record (`corrupt`); a record cut by the end of the
+ * file ends the scan (`torn-tail`, unless a corrupt one came before).
  * @throws AuditGatewayError when the bytes do not start with {@link SPOOL_MAGIC}.
  */
-export function readSegment(buf: Buffer, source: string): SegmentRead {
+export function* scanSegment(buf: Buffer, source: string, damage: Damage): Generator<SpooledBatch> {
   if (buf.length < SPOOL_MAGIC.length || !buf.subarray(0, SPOOL_MAGIC.length).equals(SPOOL_MAGIC)) {
     throw new AuditGatewayError(`${source}: not a spool segment (no AGSPOOL1 header)`);
   }
-  const batches: SpooledBatch[] = [];
   let off = SPOOL_MAGIC.length;
   while (off < buf.length) {
-    if (off + HEADER > buf.length) return { batches, damaged: 'torn-tail' };
-    const len = buf.readUInt32BE(off);
-    const sum = buf.readUInt32BE(off + 4);
-    const end = off + HEADER + len;
-    if (end > buf.length) return { batches, damaged: 'torn-tail' };
+    const end = off + HEADER <= buf.length ? off + HEADER + buf.readUInt32BE(off) : Number.POSITIVE_INFINITY;
+    if (end > buf.length) {
+      damage.skipped++;
+      if (damage.damaged === 'none') damage.damaged = 'torn-tail';
+      return;
+    }
     const payload = buf.subarray(off + HEADER, end);
-    if (crc32(payload) !== sum) return { batches, damaged: end === buf.length ? 'torn-tail' : 'corrupt' };
-    batches.push(decodePayload(payload, source));
+    if (crc32(payload) !== buf.readUInt32BE(off + 4)) {
+      damage.skipped++;
+      damage.damaged = end === buf.length && damage.damaged === 'none' ? 'torn-tail' : 'corrupt';
+    } else {
+      yield decodePayload(payload, source);
+    }
     off = end;
   }
-  return { batches, damaged: 'none' };
+}
+
+/** Reads every intact record of a segment's bytes (see {@link scanSegment}). */
+export function readSegment(buf: Buffer, source: string): SegmentRead {
+  const damage: Damage = { damaged: 'none', skipped: 0 };
+  const batches = [...scanSegment(buf, source, damage)];
+  return { batches, ...damage };
 }
 
 /** Options of {@link Spool}. */
@@ -229,22 +251,22 @@ export class Spool {
     for (const seg of (await this.segments()).filter((s) => s.seq <= upTo)) {
       const path = join(this.options.dir, seg.name);
       const buf = await readFile(path);
-      const { batches, damaged } = readSegment(buf, `spool:${seg.name}`);
-      for (const b of batches) {
+      const damage: Damage = { damaged: 'none', skipped: 0 };
+      for (const b of scanSegment(buf, `spool:${seg.name}`, damage)) {
         await store(b);
         loaded += b.entries.length;
       }
-      if (damaged === 'torn-tail') {
+      if (damage.damaged === 'torn-tail') {
         this.log.warn(
           { file: path },
           'spool: a torn record at the end of a segment (a crash mid-write) was skipped; its entries had not been acked',
         );
       }
-      if (damaged === 'corrupt') {
+      if (damage.damaged === 'corrupt') {
         await rename(path, `${path}.corrupt`);
         this.log.error(
-          { file: `${path}.corrupt` },
-          'spool: a segment has a damaged record in the middle; kept for inspection, records after it were not loaded',
+          { file: `${path}.corrupt`, skipped: damage.skipped },
+          'spool: damaged records in the middle of a segment were skipped (the others are stored); the file is kept for inspection',
         );
       } else {
         await unlink(path);

@@ -25,7 +25,8 @@ function intAtLeast(min: number) {
 }
 
 function summary(c: ReplayCounts): string {
-  return `read ${c.read}, stored ${c.stored}, skipped ${c.skipped}, rejected ${c.rejected}`;
+  const damaged = c.damaged > 0 ? `, ${c.damaged} damaged spool records not readable` : '';
+  return `read ${c.read}, stored ${c.stored}, skipped ${c.skipped}, rejected ${c.rejected}${damaged}`;
 }
 
 /** Registers `replay`. */
@@ -71,7 +72,7 @@ Examples:
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
-    const counts: ReplayCounts = { read: 0, stored: 0, skipped: 0, rejected: 0 };
+    const counts: ReplayCounts = { read: 0, stored: 0, skipped: 0, rejected: 0, damaged: 0 };
     const tty = opts.progress && process.stderr.isTTY;
     const t0 = Date.now();
     try {

@@ -12,7 +12,7 @@ import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { DaemonMetrics } from '../../ingest/metrics.js';
 import { Spool } from '../../ingest/spool.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
-import { onStopSignals } from '../signals.js';
+import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
   socket: string;
@@ -243,9 +243,11 @@ Examples:
         metricsServer?.close();
       }
     } finally {
-      await pool.end();
+      // A client held by a write that Postgres never answers would make pool.end() wait forever.
+      await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
       await unlock();
+      exitIfStuck(300);
     }
     if (unwritten > 0) {
       throw new AuditGatewayError(`stopped with ${unwritten} entries not written to Postgres (see the log)`);
