@@ -21,7 +21,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { encodeCopyRow } from '../entry/copyText.js';
+import { encodeCopyChunks } from '../entry/copyText.js';
 import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
 import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
@@ -92,8 +92,6 @@ const CONFLICT_SQL = `SELECT a.request_id::text, to_jsonb(a) - 'id' - 'received_
   LIMIT 20`;
 const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
-/** Characters of COPY text per write to the COPY stream. */
-const CHUNK_CHARS = 256 * 1024;
 
 /** SQLSTATE unique_violation (PostgreSQL docs, Appendix A). */
 const UNIQUE_VIOLATION = '23505';
@@ -268,19 +266,7 @@ export class BatchWriter {
 
   private async copy(client: pg.PoolClient, rows: EntryRow[]): Promise<void> {
     const stream = client.query(copyFrom(COPY_SQL));
-    const chunks = function* () {
-      let buf = '';
-      for (const row of rows) {
-        buf += encodeCopyRow(row);
-        if (buf.length >= CHUNK_CHARS) {
-          yield buf;
-          buf = '';
-        }
-      }
-      if (buf) yield buf;
-    };
-    // 'finish' of the COPY stream is the server's CommandComplete; an error destroys it (CopyFail).
-    await pipeline(Readable.from(chunks(), { objectMode: false }), stream);
+    await pipeline(Readable.from(encodeCopyChunks(rows), { objectMode: false }), stream);
   }
 
   private async insert(

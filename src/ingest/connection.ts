@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import { type Frame, LineFramer } from '../entry/framing.js';
 import { type ParseOptions, parseEntry } from '../entry/parse.js';
 import type { Logger } from '../log.js';
-import type { IngestQueue, ItemResult } from './queue.js';
+import type { IngestQueue, ItemOwner, ItemResult } from './queue.js';
 
 /** Counters of what the connections saw (besides what the queue counts). */
 export interface SourceCounters {
@@ -51,7 +51,7 @@ function isAckHandshake(line: Buffer): boolean {
 }
 
 /** Handles one socket until it closes; see the module header. */
-export class Connection {
+export class Connection implements ItemOwner {
   private readonly framer: LineFramer;
   private firstLine = true;
   private ackMode = false;
@@ -63,6 +63,9 @@ export class Connection {
   private pausedByDaemon = false;
   private lastData = Date.now();
   private closeWaiters: (() => void)[] = [];
+  /** Ack lines not yet written (ack mode). */
+  private acks = '';
+  private ackFlushQueued = false;
 
   constructor(
     readonly id: string,
@@ -190,7 +193,8 @@ export class Connection {
       kind: 'entry',
       entry: { row: result.row, raw: frame.line, source },
       bytes: frame.line.length,
-      done: (r) => this.settled(seq, r),
+      owner: this,
+      seq,
     });
   };
 
@@ -205,20 +209,34 @@ export class Connection {
       kind: 'reject',
       reject: { source, reason, raw },
       bytes: raw.length,
-      done: (r) => this.settled(seq, r),
+      owner: this,
+      seq,
     });
   }
 
-  private settled(seq: number, r: ItemResult): void {
+  /** An entry or reject of this connection has ended: send its ack (in ack mode). */
+  settled(seq: number, r: ItemResult): void {
     this.inFlight--;
     if (this.ackMode && !this.closed) {
-      const line = r.ok
+      this.acks += r.ok
         ? `{"seq":${seq},"ok":true}\n`
         : `${JSON.stringify({ seq, ok: false, error: r.error })}\n`;
-      this.socket.write(line);
+      // The queue settles a whole batch at once: one write per connection per batch, not per entry.
+      if (!this.ackFlushQueued) {
+        this.ackFlushQueued = true;
+        queueMicrotask(this.flushAcks);
+      }
+      return;
     }
     this.maybeFinish();
   }
+
+  private readonly flushAcks = (): void => {
+    this.ackFlushQueued = false;
+    if (this.acks && !this.closed) this.socket.write(this.acks);
+    this.acks = '';
+    this.maybeFinish();
+  };
 
   private onEnd(): void {
     this.ended = true;

@@ -25,11 +25,18 @@ import { type Spool, SpoolFullError } from './spool.js';
 /** The outcome reported to an item's owner (for the ack line of CONTRACT.md §4). */
 export type ItemResult = { ok: true } | { ok: false; error: string };
 
+/** Who is told how an item ended: a connection, to send its ack. */
+export interface ItemOwner {
+  settled(seq: number, result: ItemResult): void;
+}
+
 /** One queued item: an entry to store or a reject to record; `bytes` is its size on the wire. */
 export type QueueItem = ({ kind: 'entry'; entry: WriteEntry } | { kind: 'reject'; reject: RejectRecord }) & {
   bytes: number;
-  /** Called once the item is committed, spooled, or recorded as rejected. */
-  done?: (result: ItemResult) => void;
+  /** Told once the item is committed, spooled, or recorded as rejected (no closure per entry). */
+  owner?: ItemOwner;
+  /** The item's sequence number for its owner (the ack's `seq`). */
+  seq: number;
   /** When the item was queued (ms since epoch), for the oldest-unwritten-age metric. */
   at?: number;
 };
@@ -76,6 +83,8 @@ interface Batch {
   bytes: number;
   settled: boolean;
 }
+
+const OK: ItemResult = { ok: true };
 
 /** An unref'd sleep: a backoff never keeps the process alive on its own. */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
@@ -322,8 +331,8 @@ export class IngestQueue {
     for (const item of batch.items) {
       if (item.kind === 'reject') {
         this.counters.rejected++;
-        item.done?.({ ok: false, error: item.reject.reason });
-      } else item.done?.({ ok: true });
+        item.owner?.settled(item.seq, { ok: false, error: item.reject.reason });
+      } else item.owner?.settled(item.seq, OK);
     }
     this.release(batch);
   }
@@ -378,14 +387,14 @@ export class IngestQueue {
     for (const item of batch.items) {
       if (item.kind === 'reject') {
         this.counters.rejected++;
-        item.done?.({ ok: false, error: item.reject.reason });
+        item.owner?.settled(item.seq, { ok: false, error: item.reject.reason });
         continue;
       }
       const refused = refusedItems.get(item);
       if (refused !== undefined) {
         this.counters.rejected++;
-        item.done?.({ ok: false, error: `db_refused: ${refused}` });
-      } else item.done?.({ ok: true });
+        item.owner?.settled(item.seq, { ok: false, error: `db_refused: ${refused}` });
+      } else item.owner?.settled(item.seq, OK);
     }
     this.release(batch);
   }

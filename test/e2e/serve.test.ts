@@ -266,6 +266,9 @@ describe('shutdown', () => {
     };
     const writer = (async () => {
       for (let i = 0; i < N; i += 500) {
+        // At most 20,000 entries in flight: the signal surely comes mid-stream, however fast the
+        // kernel buffers take the writes.
+        while (i - c.acks.length > 20_000 && !termSent) await sleep(5);
         let chunk = '';
         for (let k = i; k < i + 500; k++) chunk += `${entryLine(rid(P, k + 1))}\n`;
         if (!(await c.write(chunk))) return;
