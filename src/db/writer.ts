@@ -21,17 +21,38 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { encodeCopyChunks } from '../entry/copyText.js';
+import { decodeCopyRow } from '../entry/copyDecode.js';
+import { encodeCopyRow } from '../entry/copyText.js';
 import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
 import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
 import type { Logger } from '../log.js';
 
-/** One entry to store, with what is needed to reject it: its raw bytes and where it came from. */
+/**
+ * One entry to store, with what is needed to reject it: its raw bytes and where it came from.
+ * The entry itself is held as its COPY text line (bytes, newline included): a queued entry is one
+ * small off-heap Buffer rather than a dozen strings, which keeps the daemon's heap and its garbage
+ * collection small under a full queue. The INSERT path decodes it back into column texts.
+ */
 export interface WriteEntry {
-  row: EntryRow;
+  copy: Buffer;
   raw: Buffer;
   source: string;
+}
+
+/** Makes the {@link WriteEntry} of a parsed entry. */
+export function writeEntry(row: EntryRow, raw: Buffer, source: string): WriteEntry {
+  return { copy: Buffer.from(encodeCopyRow(row), 'utf8'), raw, source };
+}
+
+/** The column texts of an entry, in ENTRY_COLUMNS order (the COPY line decoded). */
+export function columnsOf(e: WriteEntry): (string | null)[] {
+  return decodeCopyRow(e.copy.subarray(0, e.copy.length - 1));
+}
+
+/** The request_id of an entry, for logs (the first COPY column). */
+export function requestIdOf(e: WriteEntry): string {
+  return e.copy.subarray(0, e.copy.indexOf(9)).toString('utf8');
 }
 
 /** One `audit_reject` row (CONTRACT.md §3). */
@@ -93,6 +114,31 @@ const CONFLICT_SQL = `SELECT a.request_id::text, to_jsonb(a) - 'id' - 'received_
 const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
 
+/** Bytes of COPY data per write to the COPY stream. */
+const CHUNK_BYTES = 256 * 1024;
+
+/** Joins the entries' COPY lines into chunks of about {@link CHUNK_BYTES}. */
+function* copyChunks(rows: WriteEntry[]): Generator<Buffer> {
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < rows.length; i++) {
+    bytes += rows[i]!.copy.length;
+    if (bytes >= CHUNK_BYTES) {
+      yield Buffer.concat(
+        rows.slice(start, i + 1).map((r) => r.copy),
+        bytes,
+      );
+      start = i + 1;
+      bytes = 0;
+    }
+  }
+  if (bytes > 0)
+    yield Buffer.concat(
+      rows.slice(start).map((r) => r.copy),
+      bytes,
+    );
+}
+
 /** SQLSTATE unique_violation (PostgreSQL docs, Appendix A). */
 const UNIQUE_VIOLATION = '23505';
 
@@ -153,11 +199,7 @@ export class BatchWriter {
     const outcome: BatchOutcome = { stored: 0, duplicates: 0, refused: new Map(), maxId: null, path };
     try {
       await this.transaction(client, async () => {
-        const r = await this.store(
-          client,
-          entries.map((e) => e.row),
-          path,
-        );
+        const r = await this.store(client, entries, path);
         outcome.stored = r.stored;
         outcome.duplicates = entries.length - r.stored;
         outcome.maxId = r.maxId;
@@ -198,7 +240,7 @@ export class BatchWriter {
     if (hi <= lo) return;
     try {
       await this.transaction(client, async () => {
-        const slice = entries.slice(lo, hi).map((e) => e.row);
+        const slice = entries.slice(lo, hi);
         const r = await this.store(client, slice, hi - lo >= this.copyMinRows ? 'copy' : 'insert');
         outcome.stored += r.stored;
         outcome.duplicates += hi - lo - r.stored;
@@ -212,7 +254,7 @@ export class BatchWriter {
       if (hi - lo === 1) {
         outcome.refused.set(lo, err.message);
         this.log.warn(
-          { request_id: entries[lo]!.row.request_id, err: err.message },
+          { request_id: requestIdOf(entries[lo]!), err: err.message },
           'entry refused by Postgres',
         );
         return;
@@ -241,7 +283,7 @@ export class BatchWriter {
   /** Writes rows by COPY (falling back to INSERT … ON CONFLICT on a stored key) or by INSERT. */
   private async store(
     client: pg.PoolClient,
-    rows: EntryRow[],
+    rows: WriteEntry[],
     path: 'copy' | 'insert',
   ): Promise<{ stored: number; maxId: string | null }> {
     if (rows.length === 0) return { stored: 0, maxId: null };
@@ -264,16 +306,17 @@ export class BatchWriter {
     return this.insert(client, rows);
   }
 
-  private async copy(client: pg.PoolClient, rows: EntryRow[]): Promise<void> {
+  private async copy(client: pg.PoolClient, rows: WriteEntry[]): Promise<void> {
     const stream = client.query(copyFrom(COPY_SQL));
-    await pipeline(Readable.from(encodeCopyChunks(rows), { objectMode: false }), stream);
+    await pipeline(Readable.from(copyChunks(rows), { objectMode: false }), stream);
   }
 
   private async insert(
     client: pg.PoolClient,
-    rows: EntryRow[],
+    rows: WriteEntry[],
   ): Promise<{ stored: number; maxId: string | null }> {
-    const columns = ENTRY_COLUMNS.map((c) => rows.map((r) => r[c]));
+    const decoded = rows.map(columnsOf);
+    const columns = ENTRY_COLUMNS.map((_, i) => decoded.map((r) => r[i] ?? null));
     const r = await client.query<{ id: string }>(INSERT_SQL, columns);
     let max: bigint | null = null;
     for (const { id } of r.rows) {

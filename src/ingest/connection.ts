@@ -4,6 +4,7 @@
  * one response line per entry line, in order.
  */
 import type { Socket } from 'node:net';
+import { writeEntry } from '../db/writer.js';
 import { type Frame, LineFramer } from '../entry/framing.js';
 import { type ParseOptions, parseEntry } from '../entry/parse.js';
 import type { Logger } from '../log.js';
@@ -191,7 +192,7 @@ export class Connection implements ItemOwner {
     this.inFlight++;
     this.ctx.queue.push({
       kind: 'entry',
-      entry: { row: result.row, raw: frame.line, source },
+      entry: writeEntry(result.row, frame.line, source),
       bytes: frame.line.length,
       owner: this,
       seq,

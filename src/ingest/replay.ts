@@ -10,7 +10,7 @@ import { open, readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import type { BatchWriter, RejectRecord, WriteEntry } from '../db/writer.js';
+import { type BatchWriter, type RejectRecord, type WriteEntry, writeEntry } from '../db/writer.js';
 import { LineFramer } from '../entry/framing.js';
 import { type ParseOptions, parseEntry } from '../entry/parse.js';
 import { readSegment, SPOOL_MAGIC } from './spool.js';
@@ -117,7 +117,7 @@ export async function replaySource(
       return;
     }
     const r = parseEntry(frame.line, options.parse);
-    if (r.ok) entries.push({ row: r.row, raw: Buffer.from(frame.line), source: at });
+    if (r.ok) entries.push(writeEntry(r.row, Buffer.from(frame.line), at));
     else rejects.push({ source: at, reason: r.reason, raw: Buffer.from(frame.line) });
   };
   for await (const chunk of input) {

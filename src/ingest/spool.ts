@@ -10,10 +10,12 @@
  * ```
  * u32 BE  payload length in bytes
  * u32 BE  CRC-32 (zlib's, ISO-HDLC) of the payload
- * bytes   payload: UTF-8 JSON {"v":1,"entries":[[11 column texts]...],"rejects":[[source,reason,raw base64]...]}
+ * bytes   payload: UTF-8 JSON {"v":2,"entries":["<COPY text line>"...],"rejects":[[source,reason,raw base64]...]}
  * ```
- * One record is one batch. Column texts are the {@link EntryRow} values (already validated,
- * sanitised and redacted: nothing secret reaches the disk unredacted), in ENTRY_COLUMNS order.
+ * One record is one batch. Each entry is its COPY text line (already validated, sanitised and
+ * redacted: nothing secret reaches the disk unredacted; columns in ENTRY_COLUMNS order). The
+ * original wire line is not kept: should Postgres refuse a spooled entry, its COPY line is what
+ * goes to `audit_reject.raw`.
  *
  * ## fsync policy
  * A record is written with one `write` and then `fdatasync` before `append` resolves; its entries are
@@ -36,7 +38,6 @@ import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { RejectRecord, WriteEntry } from '../db/writer.js';
-import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -58,8 +59,8 @@ export interface SpooledBatch {
 export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Buffer {
   const payload = Buffer.from(
     JSON.stringify({
-      v: 1,
-      entries: entries.map((e) => ENTRY_COLUMNS.map((c) => e.row[c])),
+      v: 2,
+      entries: entries.map((e) => e.copy.toString('utf8')),
       rejects: rejects.map((r) => [r.source, r.reason, r.raw.toString('base64')]),
     }),
   );
@@ -70,14 +71,12 @@ export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Bu
 }
 
 function decodePayload(payload: Buffer, source: string): SpooledBatch {
-  const p = JSON.parse(payload.toString('utf8')) as {
-    v: number;
-    entries: (string | null)[][];
-    rejects: string[][];
-  };
-  const entries = p.entries.map((cols) => {
-    const row = Object.fromEntries(ENTRY_COLUMNS.map((c, i) => [c, cols[i] ?? null])) as unknown as EntryRow;
-    return { row, raw: Buffer.from(JSON.stringify(cols)), source };
+  const p = JSON.parse(payload.toString('utf8')) as { v: number; entries: string[]; rejects: string[][] };
+  if (p.v !== 2) throw new AuditGatewayError(`${source}: spool record version ${p.v} is not supported`);
+  // A spooled entry keeps its COPY line, not its original line: that line stands as its raw bytes.
+  const entries = p.entries.map((line) => {
+    const copy = Buffer.from(line, 'utf8');
+    return { copy, raw: copy, source };
   });
   const rejects = p.rejects.map(([s, reason, raw]) => ({
     source: s ?? source,

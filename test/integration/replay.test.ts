@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeEntry } from '../../src/db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -149,7 +150,7 @@ describe('replay', () => {
       const raw = Buffer.from(entryLine(stag, k + 1));
       const p = parseEntry(raw, { redactKeys });
       if (!p.ok) throw new Error(p.reason);
-      return { row: p.row, raw, source: `seg ${k + 1}` };
+      return writeEntry(p.row, raw, `seg ${k + 1}`);
     });
     const seg = join(dir, 'spool-0000000000000007.seg');
     await writeFile(

@@ -8,7 +8,7 @@
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RejectRecord, WriteEntry } from '../../src/db/writer.js';
+import { type RejectRecord, type WriteEntry, writeEntry } from '../../src/db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -49,7 +49,7 @@ function entries(tag: string, from: number, to: number): WriteEntry[] {
     const raw = Buffer.from(line(tag, n));
     const r = parseEntry(raw, { redactKeys: REDACT });
     if (!r.ok) throw new Error(r.reason);
-    out.push({ row: r.row, raw, source: `test line ${n}` });
+    out.push(writeEntry(r.row, raw, `test line ${n}`));
   }
   return out;
 }

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
+import { BatchWriter, type WriteEntry, writeEntry } from '../../src/db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -19,7 +19,7 @@ function entry(line: string): WriteEntry {
   const raw = Buffer.from(line);
   const r = parseEntry(raw, { redactKeys: REDACT });
   if (!r.ok) throw new Error(r.reason);
-  return { row: r.row, raw, source: 'test' };
+  return writeEntry(r.row, raw, 'test');
 }
 
 function line(id: string, over: Record<string, unknown> = {}): string {

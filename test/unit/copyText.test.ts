@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeCopyChunks, encodeCopyRow, encodeCopyValue } from '../../src/entry/copyText.js';
-import type { EntryRow } from '../../src/entry/parse.js';
+import { encodeCopyRow, encodeCopyValue } from '../../src/entry/copyText.js';
 
 describe('COPY text encoding', () => {
   it('escapes backslash, newline, carriage return and tab', () => {
@@ -36,28 +35,5 @@ describe('COPY text encoding', () => {
       'c1200000-0000-4000-8000-000000000001\t2024-05-01T12:00:00Z\ta\\tb\t\\N\tt\t\\N\t{"p":"C:\\\\\\\\temp"}\tok\tx\\ny\t12\t\\N\n',
     );
     expect(line.split('\t')).toHaveLength(11);
-  });
-
-  it('encodes rows into byte chunks equal to the UTF-8 of the joined lines, whatever the chunk size', () => {
-    const rows: EntryRow[] = Array.from({ length: 50 }, (_, i) => ({
-      request_id: `c1200000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-      timestamp: '2024-05-01T12:00:00Z',
-      client_subject: i % 3 ? 'user:中村.example 😀' : 'a\\b',
-      client_role: null,
-      tool_name: 'x'.repeat(i * 7),
-      backend_name: 'é',
-      request_args: '{"k":"\\u00e9\\n"}',
-      response_status: 'ok',
-      error_message: i % 2 ? 'line1\nline2' : null,
-      latency_ms: String(i),
-      extra: null,
-    }));
-    const expected = Buffer.from(rows.map(encodeCopyRow).join(''), 'utf8');
-    for (const size of [16, 100, 333, 4096, 1 << 20]) {
-      const chunks = [...encodeCopyChunks(rows, size)];
-      expect(Buffer.concat(chunks).equals(expected)).toBe(true);
-      if (size === 100) expect(chunks.length).toBeGreaterThan(10);
-    }
-    expect([...encodeCopyChunks([])]).toEqual([]);
   });
 });
