@@ -190,10 +190,13 @@ export class Connection implements ItemOwner {
     }
     if (result.redacted > 0) this.ctx.counters.redacted++;
     this.inFlight++;
+    const entry = writeEntry(result.row, frame.line, source);
     this.ctx.queue.push({
       kind: 'entry',
-      entry: writeEntry(result.row, frame.line, source),
-      bytes: frame.line.length,
+      entry,
+      // Both buffers stay in memory while the entry waits: the line (for a possible reject) and
+      // its COPY line.
+      bytes: entry.raw.length + entry.copy.length,
       owner: this,
       seq,
     });

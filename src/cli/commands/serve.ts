@@ -114,10 +114,10 @@ export function registerServe(program: Command): void {
     .addOption(
       new Option(
         '--max-queue-bytes <bytes>',
-        'bytes of entries waiting in memory before the sockets are paused',
+        'bytes of entries waiting in memory (each line and its COPY form) before the sockets are paused',
       )
         .env(env('MAX_QUEUE_BYTES'))
-        .default(64 * 1024 * 1024)
+        .default(32 * 1024 * 1024)
         .argParser(intAtLeast(1)),
     )
     .addOption(
