@@ -2,7 +2,7 @@
  * Options every command shares (CONTRACT.md §2, §7), and opening the database from them.
  * Precedence: flag > environment variable > default (commander's `.env()`).
  */
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type Database, openDatabase } from '../db/connect.js';
 import { defaultDataDir } from '../db/embedded.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
@@ -51,4 +51,17 @@ export function loggerOf(opts: CommonOptions): Logger {
 /** Opens the database the options name; `owner` is true only for `serve`. */
 export function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
   return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
+}
+
+/**
+ * A commander argument parser for whole numbers of at least `min` (exit 2 with commander's one-line
+ * message naming the flag otherwise).
+ */
+export function intAtLeast(min: number): (value: string) => number {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    return n;
+  };
 }

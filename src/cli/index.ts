@@ -29,7 +29,10 @@ export function buildProgram(): Command {
     .version(version())
     .exitOverride()
     // Usage errors stay one line (CONTRACT.md §7), with the way to more help.
-    .configureOutput({ outputError: (str, write) => write(`audit-gateway: ${str.trim()} (see --help)\n`) });
+    .configureOutput({
+      outputError: (str, write) =>
+        write(`audit-gateway: ${str.trim().replace(/\s*\n\s*/g, ' ')} (see --help)\n`),
+    });
   registerServe(program);
   registerMigrate(program);
   registerTail(program);

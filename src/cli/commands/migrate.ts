@@ -1,17 +1,12 @@
 /** `audit-gateway migrate [up|down|status]` (CONTRACT.md §1, §8). */
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
 import { migrate, migrationStatus } from '../../db/migrate.js';
-import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+import { UsageError } from '../../errors.js';
+import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 
 interface MigrateOptions extends CommonOptions {
   count?: number;
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number >= 1');
-  return n;
 }
 
 /** Registers `migrate`. */
@@ -20,7 +15,11 @@ export function registerMigrate(program: Command): void {
     .command('migrate')
     .description('create or upgrade the schema (audit_log, audit_reject), under the migration lock')
     .argument('[direction]', 'up, down or status', 'up')
-    .option('--count <n>', 'how many migrations to apply or revert (default: all up, one down)', positiveInt)
+    .option(
+      '--count <n>',
+      'how many migrations to apply or revert (default: all up, one down)',
+      intAtLeast(1),
+    )
     .addHelpText(
       'after',
       `
@@ -31,9 +30,7 @@ Examples:
     );
   addCommonOptions(cmd).action(async (direction: string, opts: MigrateOptions) => {
     if (!['up', 'down', 'status'].includes(direction)) {
-      throw new InvalidArgumentError(
-        `migrate: unknown direction '${direction}' (expected up, down or status)`,
-      );
+      throw new UsageError(`migrate: unknown direction '${direction}' (expected up, down or status)`);
     }
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);

@@ -1,27 +1,18 @@
 /** `audit-gateway replay FILE... | -` (CONTRACT.md §5). */
 import { access } from 'node:fs/promises';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError, messageOf } from '../../errors.js';
 import { type ReplayCounts, replaySource } from '../../ingest/replay.js';
-import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 
 interface ReplayOptions extends CommonOptions {
   batchSize: number;
   maxLineBytes: number;
   redactKeys: string;
   progress: boolean;
-}
-
-function intAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
-    return n;
-  };
 }
 
 function summary(c: ReplayCounts): string {

@@ -11,7 +11,7 @@ import { AuditGatewayError } from '../../errors.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { DaemonMetrics } from '../../ingest/metrics.js';
 import { Spool } from '../../ingest/spool.js';
-import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
@@ -34,15 +34,6 @@ interface ServeOptions extends CommonOptions {
 /** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
 export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock') : '/tmp/audit-gateway.sock';
-}
-
-function intAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
-    return n;
-  };
 }
 
 /** Parses a duration for --shutdown-timeout: `10s`, `500ms`, `2m`, or plain seconds. Returns ms. */
