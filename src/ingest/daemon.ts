@@ -156,6 +156,13 @@ export class Daemon {
       {
         socket: socketPath,
         tcp: this.config.listen ? `${this.config.listen.host}:${this.tcpPort}` : undefined,
+        batch_size: this.config.batchSize,
+        flush_ms: this.config.flushMs,
+        max_queue: this.config.maxQueue,
+        max_queue_bytes: this.config.maxQueueBytes,
+        max_line_bytes: this.config.maxLineBytes,
+        redact_keys: [...this.config.redactKeys],
+        spool: this.spool ? 'on' : 'off',
       },
       'serve: listening',
     );
