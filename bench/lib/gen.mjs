@@ -161,8 +161,13 @@ const ERRORS = [
   'tool backend is draining; try another replica',
 ];
 
-/** Makes entries; call `next()` for each line (a string without the newline). */
-export function makeGenerator(seed = 42, startMs = Date.UTC(2026, 10, 29, 8, 0, 0)) {
+/**
+ * Makes entries; call `next()` for each line (a string without the newline).
+ * @param startMs the first entry's time (epoch ms)
+ * @param stepScale stretches the gaps between timestamps (~2 ms apart on average at 1; e.g. 302.4
+ *   spreads 1M entries over 7 days). The PRNG sequence, and so every other field, stays the same.
+ */
+export function makeGenerator(seed = 42, startMs = Date.UTC(2026, 10, 29, 8, 0, 0), stepScale = 1) {
   const r32 = prng(seed);
   const rnd = () => r32() / 4294967296;
   const int = (n) => Math.floor(rnd() * n);
@@ -177,7 +182,8 @@ export function makeGenerator(seed = 42, startMs = Date.UTC(2026, 10, 29, 8, 0, 
   let clockUs = startMs * 1000;
 
   const ts = () => {
-    clockUs += 500 + int(3000); // ~2 ms apart on average
+    const step = 500 + int(3000); // ~2 ms apart on average (times stepScale)
+    clockUs += stepScale === 1 ? step : Math.round(step * stepScale);
     const ms = Math.floor(clockUs / 1000);
     const us = String(clockUs % 1000).padStart(3, '0');
     if (rnd() < 0.2) {
