@@ -1,7 +1,6 @@
 /** `audit-gateway migrate [up|down|status]` (CONTRACT.md §1, §8). */
 import type { Command } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
-import { migrate, migrationStatus } from '../../db/migrate.js';
 import { UsageError } from '../../errors.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 
@@ -32,6 +31,7 @@ Examples:
     if (!['up', 'down', 'status'].includes(direction)) {
       throw new UsageError(`migrate: unknown direction '${direction}' (expected up, down or status)`);
     }
+    const { migrate, migrationStatus } = await import('../../db/migrate.js');
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 1);

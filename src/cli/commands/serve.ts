@@ -4,12 +4,10 @@ import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
 import { isAlive } from '../../db/embedded.js';
-import { migrate } from '../../db/migrate.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
-import { DaemonMetrics } from '../../ingest/metrics.js';
 import { Spool } from '../../ingest/spool.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
@@ -176,6 +174,8 @@ Examples:
     try {
       await withClient(pool, db, async (client) => {
         if (!opts.migrate) return;
+        // Loaded here, not at start-up: every other command would pay for node-pg-migrate.
+        const { migrate } = await import('../../db/migrate.js');
         const ran = await migrate(client, 'up', log);
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
@@ -185,6 +185,8 @@ Examples:
         log,
       );
       // The metrics read the daemon's totals at scrape time (the closures run after it exists).
+      // prom-client is loaded only by serve: the read commands start faster without it.
+      const { DaemonMetrics } = await import('../../ingest/metrics.js');
       let daemon: Daemon | undefined;
       const metrics = new DaemonMetrics({
         source: () => daemon!.counters,
