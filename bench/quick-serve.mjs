@@ -1,0 +1,90 @@
+/**
+ * A quick end-to-end figure for one serve configuration: N generated entries (bench/lib/gen.mjs)
+ * over one Unix-socket connection, unacked, into a fresh database on the local Postgres
+ * (TEST_DATABASE_URL's server, default postgres://postgres@127.0.0.1:5432). Prints rows/s, serve's
+ * CPU-seconds per 100k entries and its peak RSS. Extra arguments go to `serve`.
+ *   npm run build && node bench/quick-serve.mjs 300000 --batch-size 4000
+ * PROF=1 adds node --cpu-prof (profiles in bench/out/prof).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { makeGenerator } from './lib/gen.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BIN = join(HERE, '..', 'bin', 'audit-gateway');
+const N = Number(process.argv[2] ?? 300000);
+const serveArgs = process.argv.slice(3);
+const admin = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const work = join(tmpdir(), 'ag-quick-serve');
+mkdirSync(work, { recursive: true });
+const file = join(work, `gen-${N}.ndjson`);
+if (!existsSync(file)) {
+  const g = makeGenerator(42);
+  const lines = [];
+  for (let i = 0; i < N; i++) lines.push(g.next());
+  writeFileSync(file, `${lines.join('\n')}\n`);
+}
+const db = `quick_serve_${Date.now()}`;
+const a = new pg.Client(admin);
+await a.connect();
+await a.query(`CREATE DATABASE ${db}`);
+const u = new URL(admin);
+u.pathname = `/${db}`;
+const url = u.toString();
+execFileSync(process.execPath, [BIN, 'migrate', '--database-url', url]);
+const sock = join(work, `${db}.sock`);
+const prof = process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(HERE, 'out', 'prof')}`] : [];
+const proc = spawn(
+  process.execPath,
+  [
+    ...prof,
+    BIN,
+    'serve',
+    '--database-url',
+    url,
+    '--socket',
+    sock,
+    '--data-dir',
+    join(work, db),
+    '--no-migrate',
+    '--log-level',
+    'warn',
+    ...serveArgs,
+  ],
+  { stdio: ['ignore', 'inherit', 'inherit'] },
+);
+while (!existsSync(sock)) await new Promise((r) => setTimeout(r, 50));
+const ticks = () => {
+  const f = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]);
+};
+const t0 = ticks();
+const w0 = performance.now();
+const c = new pg.Client(url);
+await c.connect();
+await new Promise((res) => {
+  const s = connect(sock, () => s.end(readFileSync(file)));
+  s.on('close', res);
+  s.resume();
+});
+for (;;) {
+  const r = await c.query('SELECT count(*)::int AS n FROM audit_log');
+  if (r.rows[0].n >= N) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+const wall = (performance.now() - w0) / 1000;
+const cpu = (ticks() - t0) / 100; // CLK_TCK is 100 on Linux
+const hwm = Number(readFileSync(`/proc/${proc.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)[1]);
+console.log(
+  `rows ${N} wall ${wall.toFixed(2)}s ${Math.round(N / wall)} rows/s; serve cpu ${cpu.toFixed(2)}s = ${((cpu / N) * 1e5).toFixed(2)} core-s/100k; VmHWM ${Math.round(hwm / 1024)} MB`,
+);
+proc.kill('SIGTERM');
+await new Promise((r) => proc.on('exit', r));
+await c.end();
+await a.query(`DROP DATABASE ${db} WITH (FORCE)`);
+await a.end();
