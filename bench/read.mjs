@@ -15,15 +15,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  createReadStream,
-  existsSync,
-  openSync,
-  readFileSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -38,6 +30,7 @@ import { CopyRowSplitter, decodeCopyValue } from '../dist/entry/copyDecode.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
+import { cleanEnv, percentile, say, writer } from './lib/common.mjs';
 import { makeGenerator } from './lib/gen.mjs';
 import { CLK_TCK, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
 
@@ -128,26 +121,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const fmtInt = (n) => (n === null || n === undefined ? '–' : Math.round(n).toLocaleString('en-US'));
 const fmt1 = (n) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toFixed(1));
 const fmt2 = (n) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toFixed(2));
-function say(msg) {
-  process.stdout.write(`${msg}\n`);
-}
 process.stdout.on('error', () => {});
-
-/** Environment for children, without variables that would redirect audit-gateway or psql. */
-function cleanEnv(extra = {}) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith('AUDIT_GATEWAY_') || k === 'DATABASE_URL' || k.startsWith('PG')) continue;
-    env[k] = v;
-  }
-  return { ...env, ...extra };
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
-}
 
 function stats(samples) {
   const s = Float64Array.from(samples).sort();
@@ -157,30 +131,6 @@ function stats(samples) {
     p95: percentile(s, 95),
     p99: percentile(s, 99),
     max: s.at(-1),
-  };
-}
-
-/** Buffered writes to a file. */
-function writer(path) {
-  const fd = openSync(path, 'w');
-  let parts = [];
-  let size = 0;
-  const flush = () => {
-    if (size === 0) return;
-    writeSync(fd, Buffer.from(parts.join(''), 'utf8'));
-    parts = [];
-    size = 0;
-  };
-  return {
-    write(s) {
-      parts.push(s);
-      size += s.length;
-      if (size >= 4 << 20) flush();
-    },
-    close() {
-      flush();
-      closeSync(fd);
-    },
   };
 }
 

@@ -21,7 +21,6 @@ import {
   readdirSync,
   readFileSync,
   readSync,
-  writeSync,
 } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -35,6 +34,7 @@ import { migrate } from '../dist/db/migrate.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
+import { cleanEnv, percentile, say, writer } from './lib/common.mjs';
 import { makeCorpusReplicator, makeGenerator } from './lib/gen.mjs';
 import { findRsyslog, hasSyslogNgSql, startRsyslog } from './lib/peers.mjs';
 import { CLK_TCK, cpuTicks, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
@@ -134,27 +134,8 @@ const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
 const fmt1 = (n) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toFixed(1));
 const fmt2 = (n) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toFixed(2));
 const ratio = (x, y) => (x && y ? x / y : null);
-function say(msg) {
-  process.stdout.write(`${msg}\n`);
-}
 // A closed stdout (`| head`) must not kill the bench before it stops its Postgres.
 process.stdout.on('error', () => {});
-
-/** Environment for children, without variables that would redirect audit-gateway or psql. */
-function cleanEnv(extra = {}) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith('AUDIT_GATEWAY_') || k === 'DATABASE_URL' || k.startsWith('PG')) continue;
-    env[k] = v;
-  }
-  return { ...env, ...extra };
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
-}
 
 /** Counts `needle` in `hay` (strings). */
 function countOf(hay, needle) {
@@ -165,34 +146,6 @@ function countOf(hay, needle) {
 
 // ---------------------------------------------------------------------------------------------
 // Data: NDJSON file (what clients send) and COPY text file (what psql \copy loads)
-
-/** Buffered writes to a file descriptor. */
-function writer(path) {
-  const fd = openSync(path, 'w');
-  let parts = [];
-  let size = 0;
-  let total = 0;
-  const flush = () => {
-    if (size === 0) return;
-    const buf = Buffer.from(parts.join(''), 'utf8');
-    writeSync(fd, buf);
-    total += buf.length;
-    parts = [];
-    size = 0;
-  };
-  return {
-    write(s) {
-      parts.push(s);
-      size += s.length;
-      if (size >= 4 << 20) flush();
-    },
-    close() {
-      flush();
-      closeSync(fd);
-      return total;
-    },
-  };
-}
 
 function corpusLines(dir) {
   const files = readdirSync(dir)

@@ -1,0 +1,52 @@
+/** Helpers shared by bench/run.mjs and bench/read.mjs. */
+import { closeSync, openSync, writeSync } from 'node:fs';
+
+/** Prints one progress line on stdout. */
+export function say(msg) {
+  process.stdout.write(`${msg}\n`);
+}
+
+/** Environment for children, without variables that would redirect audit-gateway or psql. */
+export function cleanEnv(extra = {}) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('AUDIT_GATEWAY_') || k === 'DATABASE_URL' || k.startsWith('PG')) continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+/** The p-th percentile (nearest rank) of an ascending array, or null when empty. */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** Buffered writes to a file descriptor. */
+export function writer(path) {
+  const fd = openSync(path, 'w');
+  let parts = [];
+  let size = 0;
+  let total = 0;
+  const flush = () => {
+    if (size === 0) return;
+    const buf = Buffer.from(parts.join(''), 'utf8');
+    writeSync(fd, buf);
+    total += buf.length;
+    parts = [];
+    size = 0;
+  };
+  return {
+    write(s) {
+      parts.push(s);
+      size += s.length;
+      if (size >= 4 << 20) flush();
+    },
+    close() {
+      flush();
+      closeSync(fd);
+      return total;
+    },
+  };
+}
