@@ -7,7 +7,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { readSegment } from '../../src/ingest/spool.js';
 import {
   counts,
@@ -15,41 +15,27 @@ import {
   freeTcpPort,
   logText,
   metric,
-  type OwnPostgres,
   procMemBytes,
   requestId,
   serveArgs,
   spoolFiles,
-  startOwnPostgres,
   streamLines,
+  useOwnPostgres,
   waitStored,
 } from '../helpers/ownPostgres.js';
-import { cleanupServes, sleep, startServe, waitFor } from '../helpers/serve.js';
+import { sleep, startServe, waitFor } from '../helpers/serve.js';
 
-let own: OwnPostgres;
-
-beforeAll(async () => {
-  own = await startOwnPostgres();
-}, 120_000);
-
-afterEach(async () => {
-  await own?.start();
-});
-
-afterAll(async () => {
-  await cleanupServes();
-  await own?.destroy();
-});
+const own = useOwnPostgres();
 
 const MB = 2 ** 20;
 
 it('200k entries sent while Postgres is down: all acked from the spool, all stored exactly once after it returns, peak RSS bounded', async () => {
   const tag = 'fa040000';
   const N = 200_000;
-  const db = await own.createDatabase('flood');
+  const db = await own().createDatabase('flood');
   const s = await startServe({ databaseUrl: db.url, args: ['--log-level', 'info'] });
   const spoolDir = join(s.dataDir, 'spool');
-  await own.stop();
+  await own().stop();
 
   const t0 = Date.now();
   const st = streamLines(s.socket, N, (i) => faultLine(tag, i), { ack: true, chunk: 2000 });
@@ -58,7 +44,7 @@ it('200k entries sent while Postgres is down: all acked from the spool, all stor
   const spoolSegments = (await readdir(spoolDir)).filter((f) => f.endsWith('.seg')).length;
   const hwmDown = (await procMemBytes(s.pid, 'VmHWM')) ?? 0;
 
-  await own.start();
+  await own().start();
   const up = Date.now();
   let rows = 0;
   await waitFor(
@@ -100,7 +86,7 @@ it('full spool (--max-spool-bytes 200 KB) with Postgres down: the client is bloc
   const tag = 'fa060000';
   const N = 10_000;
   const maxSpool = 200 * 1024;
-  const db = await own.createDatabase('fullspool');
+  const db = await own().createDatabase('fullspool');
   const mport = await freeTcpPort();
   const s = await startServe({
     databaseUrl: db.url,
@@ -116,7 +102,7 @@ it('full spool (--max-spool-bytes 200 KB) with Postgres down: the client is bloc
     ]),
   });
   const spoolDir = join(s.dataDir, 'spool');
-  await own.stop();
+  await own().stop();
   const st = streamLines(s.socket, N, (i) => faultLine(tag, i), { ack: true, chunk: 200 });
   // Wait until nothing moves any more: acks and the client's progress stall.
   let last = '';
@@ -154,7 +140,7 @@ it('full spool (--max-spool-bytes 200 KB) with Postgres down: the client is bloc
   expect(flushedWhileDown).toBeLessThan(N);
   expect(st.closed).toBe(false);
 
-  await own.start();
+  await own().start();
   await Promise.race([st.done, sleep(60_000)]);
   await waitStored(db, N, spoolDir);
   const c = await counts(db);

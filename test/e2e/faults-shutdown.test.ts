@@ -5,35 +5,21 @@
  * exactly once, and the process must exit 0 within about the --shutdown-timeout.
  */
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   counts,
   faultLine,
-  type OwnPostgres,
   serveArgs,
   spoolEntryCount,
-  startOwnPostgres,
   startPgProxy,
   streamLines,
+  useOwnPostgres,
   waitStored,
   withPort,
 } from '../helpers/ownPostgres.js';
-import { cleanupServes, sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
+import { sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
 
-let own: OwnPostgres;
-
-beforeAll(async () => {
-  own = await startOwnPostgres();
-}, 120_000);
-
-afterEach(async () => {
-  await own?.start();
-});
-
-afterAll(async () => {
-  await cleanupServes();
-  await own?.destroy();
-});
+const own = useOwnPostgres();
 
 describe('faults: shutdown while Postgres is unavailable (C19 variant)', () => {
   /**
@@ -50,8 +36,8 @@ describe('faults: shutdown while Postgres is unavailable (C19 variant)', () => {
     twice?: boolean;
     maxExitMs: number;
   }): Promise<void> {
-    const db = await own.createDatabase(`term${opts.outage}`);
-    const proxy = opts.outage === 'frozen' ? await startPgProxy(own.port) : null;
+    const db = await own().createDatabase(`term${opts.outage}`);
+    const proxy = opts.outage === 'frozen' ? await startPgProxy(own().port) : null;
     try {
       const dir = await tempDir();
       const socket = join(dir, 's.sock');
@@ -63,7 +49,7 @@ describe('faults: shutdown while Postgres is unavailable (C19 variant)', () => {
         args: serveArgs(['--batch-size', '200', '--shutdown-timeout', opts.shutdownTimeout]),
       });
       if (proxy) proxy.freeze();
-      else await own.stop();
+      else await own().stop();
       const st = streamLines(s1.socket, opts.n, (i) => faultLine(opts.tag, i), { ack: true, chunk: 1000 });
       await waitFor(() => st.flushed === opts.n, 'the client to hand every line to the kernel', 30_000);
       await sleep(300);
@@ -87,7 +73,7 @@ describe('faults: shutdown while Postgres is unavailable (C19 variant)', () => {
       }
       await st.done;
       const inSpool = await spoolEntryCount(spoolDir);
-      await own.start();
+      await own().start();
       const storedBefore = (await counts(db)).rows;
       console.log(
         `[faults] SIGTERM${opts.twice ? ' x2' : ''}, Postgres ${opts.outage}, --shutdown-timeout ${opts.shutdownTimeout}: ${

@@ -9,49 +9,34 @@
  */
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   counts,
   faultLine,
   freeTcpPort,
   logText,
   metric,
-  type OwnPostgres,
   procMemBytes,
   readyz,
   requestId,
   serveArgs,
   spoolFiles,
-  startOwnPostgres,
   startPgProxy,
   storedAmong,
   streamLines,
+  useOwnPostgres,
   waitStored,
   withPort,
 } from '../helpers/ownPostgres.js';
-import { cleanupServes, send, sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
+import { send, sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
 
-let own: OwnPostgres;
-
-beforeAll(async () => {
-  own = await startOwnPostgres();
-}, 120_000);
-
-afterEach(async () => {
-  // A failed test must not leave the next one without its server.
-  await own?.start();
-});
-
-afterAll(async () => {
-  await cleanupServes();
-  await own?.destroy();
-});
+const own = useOwnPostgres();
 
 describe('faults: Postgres goes away under an acked stream', () => {
   it('Postgres stopped ~5 s in the middle of a 20k acked stream: every ok stored once, spool emptied, metrics and /readyz', async () => {
     const tag = 'fa010000';
     const N = 20_000;
-    const db = await own.createDatabase('stop5');
+    const db = await own().createDatabase('stop5');
     const mport = await freeTcpPort();
     const s = await startServe({
       databaseUrl: db.url,
@@ -63,7 +48,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     await waitFor(() => st.okSeqs.size >= 3000, '3000 acks before the outage', 30_000);
     const okBefore = st.okSeqs.size;
     const down = Date.now();
-    await own.stop();
+    await own().stop();
     // While down: acks keep coming (from the spool), /readyz says 200, the spool counter grows.
     await waitFor(() => st.okSeqs.size >= okBefore + 1000, 'acks while Postgres is down', 30_000);
     const spooledWhileDown = await waitFor(
@@ -79,7 +64,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     const filesWhileDown = await spoolFiles(spoolDir);
     await sleep(Math.max(0, 5000 - (Date.now() - down)));
     const okWhileDown = st.okSeqs.size - okBefore;
-    await own.start();
+    await own().start();
     const up = Date.now();
     await Promise.race([st.done, sleep(60_000)]);
     await waitStored(db, N, spoolDir);
@@ -109,7 +94,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
   it('kill -9 of the daemon while Postgres is down: the leftover spool is loaded at restart, every ok stored once', async () => {
     const tag = 'fa020000';
     const N = 20_000;
-    const db = await own.createDatabase('kill9');
+    const db = await own().createDatabase('kill9');
     const dir = await tempDir();
     const socket = join(dir, 's.sock');
     const spoolDir = join(dir, 'spool');
@@ -117,7 +102,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     const s1 = await startServe({ databaseUrl: db.url, dataDir: dir, socket, args });
     const st = streamLines(s1.socket, N, (i) => faultLine(tag, i), { ack: true, chunk: 100, paceMs: 20 });
     await waitFor(() => st.okSeqs.size >= 2000, '2000 acks', 30_000);
-    await own.stop();
+    await own().stop();
     const okAtStop = st.okSeqs.size;
     await waitFor(() => st.okSeqs.size >= okAtStop + 2000, '2000 acks from the spool', 30_000);
     s1.proc.kill('SIGKILL');
@@ -128,7 +113,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     expect(st.failed).toEqual([]);
     expect(left.length).toBeGreaterThan(0);
 
-    await own.start();
+    await own().start();
     const s2 = await startServe({ databaseUrl: db.url, dataDir: dir, socket, args });
     await waitStored(db, acked.length, spoolDir);
     const c = await counts(db);
@@ -155,8 +140,8 @@ describe('faults: Postgres goes away under an acked stream', () => {
   it('a connection cut right after COMMIT reached the server (reply lost): the batch is retried, not doubled (C15)', async () => {
     const tag = 'fa030000';
     const N = 5000;
-    const db = await own.createDatabase('commitcut');
-    const proxy = await startPgProxy(own.port);
+    const db = await own().createDatabase('commitcut');
+    const proxy = await startPgProxy(own().port);
     try {
       const mport = await freeTcpPort();
       const s = await startServe({
@@ -192,7 +177,7 @@ describe('faults: backpressure', () => {
   it('C18: audit_log locked ACCESS EXCLUSIVE ~5 s while 20k entries arrive (--max-queue 2000): bounded RSS, client blocked, exactly 20000', async () => {
     const tag = 'fa180000';
     const N = 20_000;
-    const db = await own.createDatabase('c18');
+    const db = await own().createDatabase('c18');
     const mport = await freeTcpPort();
     const s = await startServe({
       databaseUrl: db.url,
@@ -256,7 +241,7 @@ describe('faults: backpressure', () => {
 describe('faults: C17, the database drops connections', () => {
   it('backends terminated, then Postgres stopped ~3 s: the daemon keeps its pid, logs a warning, stores 001, 002 and 003', async () => {
     const tag = 'c1700000';
-    const db = await own.createDatabase('c17');
+    const db = await own().createDatabase('c17');
     const s = await startServe({ databaseUrl: db.url, args: serveArgs() });
     const pid = s.pid;
     expect((await send(s.socket, faultLine(tag, 1), { ack: true })).acks).toEqual([{ seq: 1, ok: true }]);
@@ -267,11 +252,11 @@ describe('faults: C17, the database drops connections', () => {
     await sleep(1000);
     expect((await send(s.socket, faultLine(tag, 2), { ack: true })).acks).toEqual([{ seq: 1, ok: true }]);
     // The variant: Postgres down while …003 arrives; it is held (spooled) and stored once it is back.
-    await own.stop();
+    await own().stop();
     const third = send(s.socket, faultLine(tag, 3), { ack: true });
     await sleep(3000);
     expect(s.alive).toBe(true);
-    await own.start();
+    await own().start();
     expect((await third).acks).toEqual([{ seq: 1, ok: true }]);
     await waitStored(db, 3, join(s.dataDir, 'spool'));
     console.log(`[faults] C17: backends terminated ${killed.rows[0]!.n}`);

@@ -13,11 +13,12 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { type EmbeddedServer, startEmbedded } from '../../src/db/embedded.js';
 import { migrate } from '../../src/db/migrate.js';
 import { readSegment } from '../../src/ingest/spool.js';
 import { silentLogger } from '../../src/log.js';
-import { type ServeProcess, waitFor } from './serve.js';
+import { cleanupServes, type ServeProcess, waitFor } from './serve.js';
 
 /** A Postgres of the test's own. */
 export interface OwnPostgres {
@@ -518,4 +519,25 @@ export function withPort(url: string, port: number): string {
   const u = new URL(url);
   u.port = String(port);
   return u.toString();
+}
+
+/**
+ * Registers the lifecycle of a test file's own Postgres: started before the file's tests, started
+ * again after each test (a failed test must not leave the next one without its server), destroyed
+ * with the file's serve processes at the end.
+ * @returns a getter for the server (valid inside tests and hooks).
+ */
+export function useOwnPostgres(): () => OwnPostgres {
+  let own: OwnPostgres | undefined;
+  beforeAll(async () => {
+    own = await startOwnPostgres();
+  }, 120_000);
+  afterEach(async () => {
+    await own?.start();
+  });
+  afterAll(async () => {
+    await cleanupServes();
+    await own?.destroy();
+  });
+  return () => own!;
 }
