@@ -30,7 +30,7 @@ import { CopyRowSplitter, decodeCopyValue } from '../dist/entry/copyDecode.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
-import { cleanEnv, percentile, say, writer } from './lib/common.mjs';
+import { cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
 import { makeGenerator } from './lib/gen.mjs';
 import { CLK_TCK, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
 
@@ -86,14 +86,7 @@ function options() {
     console.log(USAGE);
     process.exit(0);
   }
-  const num = (name, value, min) => {
-    const n = Number(String(value).replaceAll('_', '').replaceAll(',', ''));
-    if (!Number.isSafeInteger(n) || n < min) {
-      console.error(`--${name} ${value}: expected a whole number >= ${min}`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = wholeNumber;
   const quick = parsed.quick;
   const rows = num('rows', parsed.rows ?? (quick ? 100_000 : 1_000_000), 1000);
   const small = Math.min(Math.floor(rows / 2), num('small', parsed.small ?? 100_000, 100));

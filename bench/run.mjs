@@ -34,7 +34,7 @@ import { migrate } from '../dist/db/migrate.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
-import { cleanEnv, percentile, say, writer } from './lib/common.mjs';
+import { cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
 import { makeCorpusReplicator, makeGenerator } from './lib/gen.mjs';
 import { findRsyslog, hasSyslogNgSql, startRsyslog } from './lib/peers.mjs';
 import { CLK_TCK, cpuTicks, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
@@ -89,14 +89,7 @@ function options() {
     console.log(USAGE);
     process.exit(0);
   }
-  const num = (name, value, min) => {
-    const n = Number(String(value).replaceAll('_', '').replaceAll(',', ''));
-    if (!Number.isSafeInteger(n) || n < min) {
-      console.error(`--${name} ${value}: expected a whole number >= ${min}`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = wholeNumber;
   const quick = parsed.quick;
   const rows = num('rows', parsed.rows ?? (quick ? 100_000 : 1_000_000), 16);
   const only = new Set(parsed.only.split(',').map((s) => s.trim().toLowerCase()));

@@ -50,3 +50,13 @@ export function writer(path) {
     },
   };
 }
+
+/** A flag's whole number (`1_000_000` and `1,000,000` allowed); exits 2 naming the flag otherwise. */
+export function wholeNumber(name, value, min) {
+  const n = Number(String(value).replaceAll('_', '').replaceAll(',', ''));
+  if (!Number.isSafeInteger(n) || n < min) {
+    console.error(`--${name} ${value}: expected a whole number >= ${min}`);
+    process.exit(2);
+  }
+  return n;
+}

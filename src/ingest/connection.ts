@@ -63,7 +63,6 @@ export class Connection implements ItemOwner {
   private closed = false;
   private pausedByDaemon = false;
   private lastData = Date.now();
-  private closeWaiters: (() => void)[] = [];
   /** Ack lines not yet written (ack mode). */
   private acks = '';
   private ackFlushQueued = false;
@@ -85,11 +84,6 @@ export class Connection implements ItemOwner {
   /** Milliseconds since the last bytes arrived. */
   get idleMs(): number {
     return Date.now() - this.lastData;
-  }
-
-  /** True once the socket has closed. */
-  get isClosed(): boolean {
-    return this.closed;
   }
 
   /** True while the daemon holds this socket paused (backpressure). */
@@ -135,12 +129,6 @@ export class Connection implements ItemOwner {
       );
     }
     this.maybeFinish();
-  }
-
-  /** Resolves when the socket has closed. */
-  whenClosed(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.closeWaiters.push(resolve));
   }
 
   private onData(chunk: Buffer): void {
@@ -265,6 +253,5 @@ export class Connection implements ItemOwner {
         );
       }
     }
-    for (const w of this.closeWaiters.splice(0)) w();
   }
 }
