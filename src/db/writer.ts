@@ -15,7 +15,9 @@
  *   `audit_reject` with the server's message (C14).
  * - Connection and resource errors are thrown to the caller, which retries the whole batch (safe:
  *   see exactly once); the failed client is destroyed, not returned to the pool (C16).
- * - Each commit sends `NOTIFY audit_log, '<highest id in the batch>'` in the same transaction.
+ * - A batch of COPY size without validation rejects is one COPY in its own transaction followed by
+ *   `NOTIFY audit_log, '<highest id in the batch>'`: two round trips. Other batches run in a
+ *   transaction block whose NOTIFY is sent at its commit.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -111,6 +113,8 @@ const CONFLICT_SQL = `SELECT a.request_id::text, to_jsonb(a) - 'id' - 'received_
     IS DISTINCT FROM (u.client_subject, u.client_role, u.tool_name, u.backend_name, u.request_args,
          u.response_status, u.error_message, u.latency_ms, u.extra)
   LIMIT 20`;
+/** The highest id this session drew (the batch's last row) and its NOTIFY, in one round trip. */
+const NOTIFY_SQL = 'SELECT currval($1)::text AS id, pg_notify($2, currval($1)::text)';
 const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
 
@@ -197,6 +201,29 @@ export class BatchWriter {
     ).rows[0]!.s;
     const path = entries.length >= this.copyMinRows ? 'copy' : 'insert';
     const outcome: BatchOutcome = { stored: 0, duplicates: 0, refused: new Map(), maxId: null, path };
+    if (path === 'copy' && rejects.length === 0) {
+      // The common case in two round trips: COPY as its own transaction, then the highest id and
+      // the NOTIFY in one statement (a transaction block around them costs five more round trips,
+      // during which Postgres would wait for the daemon's event loop).
+      let fallback: unknown = null;
+      try {
+        await this.copy(client, entries);
+      } catch (err) {
+        if (sqlState(err) !== UNIQUE_VIOLATION && !isDataError(err)) throw err;
+        fallback = err;
+      }
+      if (fallback === null) {
+        const r = await client.query<{ id: string }>(NOTIFY_SQL, [this.sequence, this.channel]);
+        outcome.stored = entries.length;
+        outcome.maxId = r.rows[0]!.id;
+        return outcome;
+      }
+      // A stored key or refused data: the transactional path below sorts it out.
+      this.log.debug(
+        { err: messageOf(fallback), entries: entries.length },
+        'COPY refused; retrying the batch',
+      );
+    }
     try {
       await this.transaction(client, async () => {
         const r = await this.store(client, entries, path);

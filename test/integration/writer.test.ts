@@ -143,6 +143,36 @@ describe('BatchWriter', () => {
     }
   });
 
+  it('a COPY without validation rejects that Postgres refuses falls back to the split path (C14)', async () => {
+    await t.query(`ALTER TABLE audit_log ADD CONSTRAINT test_poison2 CHECK (tool_name <> 'poison')`);
+    try {
+      const prefix = 'c1400002';
+      const entries = Array.from({ length: 40 }, (_, i) =>
+        entry(line(id(prefix, i), { tool_name: i === 7 ? 'poison' : 'sql.query' })),
+      );
+      const notes: string[] = [];
+      const listener = new pg.Client({ connectionString: t.url });
+      await listener.connect();
+      await listener.query('LISTEN audit_log');
+      listener.on('notification', (n) => notes.push(n.payload ?? ''));
+      const out = await new BatchWriter(t.pool, silentLogger(), { copyMinRows: 16 }).write(entries, []);
+      expect(out.path).toBe('copy');
+      expect([...out.refused.keys()]).toEqual([7]);
+      expect(out.stored).toBe(39);
+      const ids = await t.query<{ n: number; max: string }>(
+        `SELECT count(*)::int AS n, max(id)::text AS max FROM audit_log WHERE request_id::text LIKE $1`,
+        [`${prefix}%`],
+      );
+      expect(ids.rows[0]?.n).toBe(39);
+      expect(out.maxId).toBe(ids.rows[0]?.max);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(notes).toContain(ids.rows[0]?.max);
+      await listener.end();
+    } finally {
+      await t.query('ALTER TABLE audit_log DROP CONSTRAINT test_poison2');
+    }
+  });
+
   it('never stores a (request_id, timestamp) twice: first one wins, on both paths (C15)', async () => {
     for (const copyMinRows of [1, 1_000_000]) {
       const prefix = copyMinRows === 1 ? 'c1500000' : 'c1500001';
