@@ -157,6 +157,7 @@ export class Daemon {
         socket: socketPath,
         tcp: this.config.listen ? `${this.config.listen.host}:${this.tcpPort}` : undefined,
         batch_size: this.config.batchSize,
+        max_write_entries: this.config.maxWriteEntries,
         flush_ms: this.config.flushMs,
         max_queue: this.config.maxQueue,
         max_queue_bytes: this.config.maxQueueBytes,

@@ -5,7 +5,11 @@
  * Items (entries and validation rejects, in arrival order) are cut into batches of `batchSize`, or
  * sealed `flushMs` after a batch's first item, whichever comes first. One writer loop stores batch
  * after batch, in order, so each connection's entries keep their order and every ack is sent in
- * order. While more than `maxQueue` entries or `maxQueueBytes` bytes wait, {@link IngestQueue.full}
+ * order. When Postgres falls behind, the sealed batches waiting for the writer are written together,
+ * in order, in one COPY of at most `maxWriteEntries` entries (group commit): per entry a 1000-entry
+ * COPY costs the server and the daemon more than a 10,000-entry one (bench/RESULTS.md), so the
+ * writer catches up instead of falling further behind. Under a light load each batch is still
+ * written on its own as soon as it is sealed. While more than `maxQueue` entries or `maxQueueBytes` bytes wait, {@link IngestQueue.full}
  * is true and the daemon stops reading its sockets; it resumes below half of each limit.
  *
  * Retry policy: a batch that fails for a connection or resource reason (SQLSTATE classes 08, 53,
@@ -52,6 +56,11 @@ export interface BatchSink {
 export interface QueueOptions {
   batchSize: number;
   flushMs: number;
+  /**
+   * Most entries written in one COPY when sealed batches wait for the writer (whole batches only;
+   * a batch is never cut). At most `batchSize` turns merging off. Default 10000.
+   */
+  maxWriteEntries?: number;
   maxQueue: number;
   /** Bytes of queued lines; bounds memory when lines are large (known-traps C18). */
   maxQueueBytes: number;
@@ -241,11 +250,30 @@ export class IngestQueue {
 
   private async loop(): Promise<void> {
     while (this.sealed.length > 0 && !this.stopped) {
-      const batch = this.sealed[0]!;
-      if (!batch.settled) await this.writeOne(batch);
-      if (!batch.settled) return; // stopped
-      this.sealed.shift();
+      const group = this.nextGroup();
+      if (group.length > 0) await this.writeGroup(group);
+      if (group.some((b) => !b.settled)) return; // stopped
+      this.sealed.splice(0, group.length);
     }
+  }
+
+  /**
+   * The sealed batches to write next: the first unsettled one, then those behind it while their
+   * entries and rejects together stay within `maxWriteEntries`. Settled batches at the head (spilled
+   * to the spool at shutdown) are dropped first.
+   */
+  private nextGroup(): Batch[] {
+    while (this.sealed[0]?.settled) this.sealed.shift();
+    const cap = this.options.maxWriteEntries ?? 10_000;
+    const group: Batch[] = [];
+    let items = 0;
+    for (const b of this.sealed) {
+      if (b.settled) break;
+      if (group.length > 0 && items + b.items.length > cap) break;
+      group.push(b);
+      items += b.items.length;
+    }
+    return group;
   }
 
   /** Removes a settled batch from the accounting and resumes the sockets when there is room. */
@@ -263,15 +291,19 @@ export class IngestQueue {
     }
   }
 
-  /** Writes one batch to Postgres or the spool, retrying until one takes it (or the queue stops). */
-  private async writeOne(batch: Batch): Promise<void> {
-    const { entries, entryItems, rejects } = split(batch);
+  /**
+   * Writes a group of batches to Postgres in one write, or each to the spool, retrying until one
+   * takes them (or the queue stops). A batch settled meanwhile (spilled at shutdown) is left out.
+   */
+  private async writeGroup(group: Batch[]): Promise<void> {
     const base = this.options.retryBaseMs ?? 100;
     const cap = this.options.retryMaxMs ?? 5000;
     for (let attempt = 0; !this.stopped; attempt++) {
+      const pending = group.filter((b) => !b.settled);
+      if (pending.length === 0) return;
       if (this.spoolMode && this.spool) {
         try {
-          await this.appendToSpool(batch);
+          for (const b of pending) await this.appendToSpool(b);
           return;
         } catch (err) {
           if (!(err instanceof SpoolFullError))
@@ -280,17 +312,17 @@ export class IngestQueue {
             this.log.warn({ err: err.message }, 'spool full: holding entries in memory (backpressure)');
         }
       } else {
+        const { entries, entryItems, rejects } = split(pending);
         const t0 = performance.now();
         try {
           const outcome = await this.sink.write(entries, rejects);
-          if (batch.settled) return; // spilled meanwhile
           this.observer.batchWritten?.(entries.length, performance.now() - t0, outcome.path);
           this.observer.postgresUp?.(true);
-          this.settle(batch, entryItems, outcome);
+          this.settle(pending, entryItems, outcome);
           if (attempt > 0) this.log.warn({ attempts: attempt + 1 }, 'batch stored after retrying');
           return;
         } catch (err) {
-          if (batch.settled) return;
+          if (pending.every((b) => b.settled)) return; // spilled meanwhile
           if (!isRetryable(err)) {
             // Not a data error (the writer handles those) nor a known transient one: keep the batch
             // and retry slowly rather than lose it; an operator must look.
@@ -324,7 +356,7 @@ export class IngestQueue {
   }
 
   private async appendToSpool(batch: Batch): Promise<void> {
-    const { entries, rejects } = split(batch);
+    const { entries, rejects } = split([batch]);
     await this.spool!.append(entries, rejects);
     if (batch.settled) return;
     this.counters.spooled += entries.length;
@@ -377,13 +409,26 @@ export class IngestQueue {
     });
   }
 
-  private settle(batch: Batch, entryItems: QueueItem[], outcome: BatchOutcome): void {
+  /**
+   * Reports a written group's outcome to each item's owner and releases its batches. A batch spilled
+   * to the spool while the write ran is already settled; its entries are now stored twice over
+   * (Postgres and spool) and the spool's load will skip them as duplicates.
+   */
+  private settle(group: Batch[], entryItems: QueueItem[], outcome: BatchOutcome): void {
     this.counters.batches++;
     this.counters.stored += outcome.stored;
     this.counters.duplicates += outcome.duplicates;
     this.counters.refused += outcome.refused.size;
     const refusedItems = new Map<QueueItem, string>();
     for (const [i, reason] of outcome.refused) refusedItems.set(entryItems[i]!, reason);
+    for (const batch of group) {
+      if (batch.settled) continue;
+      this.settleItems(batch, refusedItems);
+      this.release(batch);
+    }
+  }
+
+  private settleItems(batch: Batch, refusedItems: Map<QueueItem, string>): void {
     for (const item of batch.items) {
       if (item.kind === 'reject') {
         this.counters.rejected++;
@@ -396,19 +441,23 @@ export class IngestQueue {
         item.owner?.settled(item.seq, { ok: false, error: `db_refused: ${refused}` });
       } else item.owner?.settled(item.seq, OK);
     }
-    this.release(batch);
   }
 }
 
-function split(batch: Batch): { entries: WriteEntry[]; entryItems: QueueItem[]; rejects: RejectRecord[] } {
+function split(batches: Batch[]): {
+  entries: WriteEntry[];
+  entryItems: QueueItem[];
+  rejects: RejectRecord[];
+} {
   const entries: WriteEntry[] = [];
   const entryItems: QueueItem[] = [];
   const rejects: RejectRecord[] = [];
-  for (const item of batch.items) {
-    if (item.kind === 'entry') {
-      entries.push(item.entry);
-      entryItems.push(item);
-    } else rejects.push(item.reject);
-  }
+  for (const batch of batches)
+    for (const item of batch.items) {
+      if (item.kind === 'entry') {
+        entries.push(item.entry);
+        entryItems.push(item);
+      } else rejects.push(item.reject);
+    }
   return { entries, entryItems, rejects };
 }

@@ -16,6 +16,7 @@ interface ServeOptions extends CommonOptions {
   socket: string;
   listen?: { host: string; port: number };
   batchSize: number;
+  maxWriteEntries: number;
   flushMs: number;
   maxQueue: number;
   maxQueueBytes: number;
@@ -86,6 +87,15 @@ export function registerServe(program: Command): void {
       new Option('--batch-size <n>', 'entries per batch')
         .env(env('BATCH_SIZE'))
         .default(1000)
+        .argParser(intAtLeast(1)),
+    )
+    .addOption(
+      new Option(
+        '--max-write-entries <n>',
+        'when Postgres falls behind, waiting batches are written together in one COPY of up to this many entries',
+      )
+        .env(env('MAX_WRITE_ENTRIES'))
+        .default(10_000)
         .argParser(intAtLeast(1)),
     )
     .addOption(
@@ -202,6 +212,7 @@ Examples:
           socketMode: 0o660,
           listen: opts.listen,
           batchSize: opts.batchSize,
+          maxWriteEntries: opts.maxWriteEntries,
           flushMs: opts.flushMs,
           maxQueue: opts.maxQueue,
           maxQueueBytes: opts.maxQueueBytes,

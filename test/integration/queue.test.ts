@@ -1,0 +1,97 @@
+/**
+ * IngestQueue with the real BatchWriter: when batches wait for the writer they are written together
+ * (whole batches, at most maxWriteEntries per write), in order, and every owner hears about each of
+ * its items in order, refused ones included.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
+import { EntryEncoder } from '../../src/entry/encode.js';
+import { DEFAULT_REDACT_KEYS } from '../../src/entry/parse.js';
+import { IngestQueue, type ItemOwner, type ItemResult } from '../../src/ingest/queue.js';
+import { silentLogger } from '../../src/log.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+
+let t: TestDatabase;
+const encoder = new EntryEncoder({ redactKeys: new Set(DEFAULT_REDACT_KEYS) });
+
+function entry(n: number, tool = 'sql.query'): WriteEntry {
+  const raw = Buffer.from(
+    JSON.stringify({
+      request_id: `a5500000-0000-4000-8000-${n.toString().padStart(12, '0')}`,
+      timestamp: '2024-05-01T12:00:00Z',
+      client_subject: 'user:ada.example',
+      tool_name: tool,
+      response_status: 'ok',
+      latency_ms: n,
+    }),
+  );
+  const r = encoder.encode(raw);
+  if (!r.ok) throw new Error(r.reason);
+  return { copy: r.copy, raw, source: `test ${n}` };
+}
+
+beforeAll(async () => {
+  t = await createTestDatabase('queue');
+});
+afterAll(async () => {
+  await t?.drop();
+});
+
+describe('IngestQueue group writes', () => {
+  it('writes waiting batches together, whole and in order, and settles every item in order', async () => {
+    await t.query(`ALTER TABLE audit_log ADD CONSTRAINT test_poison CHECK (tool_name <> 'poison')`);
+    try {
+      const writes: number[] = [];
+      const queue = new IngestQueue(
+        new BatchWriter(t.pool, silentLogger()),
+        { batchSize: 100, flushMs: 50, maxQueue: 1_000_000, maxQueueBytes: 1 << 30, maxWriteEntries: 1000 },
+        silentLogger(),
+        null,
+        { batchWritten: (n) => writes.push(n) },
+      );
+      const settled: [number, ItemResult][] = [];
+      const owner: ItemOwner = { settled: (seq, result) => settled.push([seq, result]) };
+      const N = 5000;
+      for (let seq = 1; seq <= N; seq++) {
+        const e = entry(seq, seq === 2345 ? 'poison' : 'sql.query');
+        queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
+      }
+      await queue.drain();
+
+      // The first batch went alone (the writer was idle); the rest waited and were merged.
+      expect(writes[0]).toBe(100);
+      expect(Math.max(...writes)).toBe(1000);
+      expect(writes.every((n) => n % 100 === 0)).toBe(true); // whole batches
+      expect(writes.length).toBeLessThan(10);
+      expect(queue.counters.stored).toBe(N - 1);
+      // Every item settled once, in order; the refused one says why.
+      expect(settled.map(([seq]) => seq)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+      expect(settled.filter(([, r]) => !r.ok)).toEqual([
+        [2345, { ok: false, error: expect.stringContaining('test_poison') }],
+      ]);
+      // Stored in arrival order: ids follow the sequence numbers.
+      const order = await t.query<{ latency_ms: string }>('SELECT latency_ms FROM audit_log ORDER BY id');
+      const want = Array.from({ length: N }, (_, i) => String(i + 1)).filter((s) => s !== '2345');
+      expect(order.rows.map((r) => r.latency_ms)).toEqual(want);
+    } finally {
+      await t.query('ALTER TABLE audit_log DROP CONSTRAINT test_poison');
+    }
+  });
+
+  it('with maxWriteEntries at the batch size, writes every batch on its own', async () => {
+    const writes: number[] = [];
+    const queue = new IngestQueue(
+      new BatchWriter(t.pool, silentLogger()),
+      { batchSize: 100, flushMs: 50, maxQueue: 1_000_000, maxQueueBytes: 1 << 30, maxWriteEntries: 100 },
+      silentLogger(),
+      null,
+      { batchWritten: (n) => writes.push(n) },
+    );
+    for (let seq = 1; seq <= 1000; seq++) {
+      const e = entry(100_000 + seq);
+      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, seq });
+    }
+    await queue.drain();
+    expect(writes).toEqual(Array(10).fill(100));
+  });
+});
