@@ -4,10 +4,12 @@
  * (TEST_DATABASE_URL's server, default postgres://postgres@127.0.0.1:5432). Prints rows/s, serve's
  * CPU-seconds per 100k entries and its peak RSS. Extra arguments go to `serve`.
  *   npm run build && node bench/quick-serve.mjs 300000 --batch-size 4000
- * PROF=1 adds node --cpu-prof (profiles in bench/out/prof).
+ * PROF=1 adds node --cpu-prof (profiles in bench/out/prof); MEMTRACE=1 prints serve's peak heap and
+ * buffer figures (bench/lib/memtrace.cjs); PGOPT='-c synchronous_commit=off' sets serve's session
+ * options. The Postgres figure is the CPU of every live `postgres` process on the machine.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -35,6 +37,7 @@ await a.connect();
 await a.query(`CREATE DATABASE ${db}`);
 const u = new URL(admin);
 u.pathname = `/${db}`;
+if (process.env.PGOPT) u.searchParams.set('options', process.env.PGOPT);
 const url = u.toString();
 execFileSync(process.execPath, [BIN, 'migrate', '--database-url', url]);
 const sock = join(work, `${db}.sock`);
@@ -56,14 +59,38 @@ const proc = spawn(
     'warn',
     ...serveArgs,
   ],
-  { stdio: ['ignore', 'inherit', 'inherit'] },
+  {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: {
+      ...process.env,
+      NODE_OPTIONS: [
+        process.env.NODE_OPTIONS ?? '',
+        process.env.MEMTRACE ? `-r ${join(HERE, 'lib', 'memtrace.cjs')}` : '',
+      ].join(' '),
+    },
+  },
 );
 while (!existsSync(sock)) await new Promise((r) => setTimeout(r, 50));
 const ticks = () => {
   const f = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return Number(f[11]) + Number(f[12]);
 };
+/** CPU ticks of every live process named postgres (the server's share of the run). */
+const pgTicks = () => {
+  let sum = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const raw = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!raw.includes('(postgres)')) continue;
+      const f = raw.split(') ')[1].split(' ');
+      sum += Number(f[11]) + Number(f[12]);
+    } catch {}
+  }
+  return sum;
+};
 const t0 = ticks();
+const p0 = pgTicks();
 const w0 = performance.now();
 const c = new pg.Client(url);
 await c.connect();
@@ -79,9 +106,10 @@ for (;;) {
 }
 const wall = (performance.now() - w0) / 1000;
 const cpu = (ticks() - t0) / 100; // CLK_TCK is 100 on Linux
+const pgCpu = (pgTicks() - p0) / 100;
 const hwm = Number(readFileSync(`/proc/${proc.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)[1]);
 console.log(
-  `rows ${N} wall ${wall.toFixed(2)}s ${Math.round(N / wall)} rows/s; serve cpu ${cpu.toFixed(2)}s = ${((cpu / N) * 1e5).toFixed(2)} core-s/100k; VmHWM ${Math.round(hwm / 1024)} MB`,
+  `rows ${N} wall ${wall.toFixed(2)}s ${Math.round(N / wall)} rows/s; serve cpu ${cpu.toFixed(2)}s = ${((cpu / N) * 1e5).toFixed(2)} core-s/100k; Postgres ${((pgCpu / N) * 1e5).toFixed(2)} core-s/100k; VmHWM ${Math.round(hwm / 1024)} MB`,
 );
 proc.kill('SIGTERM');
 await new Promise((r) => proc.on('exit', r));

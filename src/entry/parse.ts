@@ -125,8 +125,8 @@ function reject(code: RejectCode, reason: string): ParseResult {
   return { ok: false, code, reason };
 }
 
-/** Checks a timestamp's text; returns the fault, or null when it is valid. */
-function timestampFault(s: string): string | null {
+/** Checks a timestamp's text (CONTRACT.md §3: RFC 3339 with a zone); returns the fault, or null when it is valid. */
+export function timestampFault(s: string): string | null {
   const m = RFC3339.exec(s);
   if (!m) return 'not an RFC 3339 time with zone';
   const year = Number(m[1]);

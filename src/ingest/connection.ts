@@ -4,9 +4,9 @@
  * one response line per entry line, in order.
  */
 import type { Socket } from 'node:net';
-import { writeEntry } from '../db/writer.js';
+import type { WriteEntry } from '../db/writer.js';
+import type { EntryEncoder } from '../entry/encode.js';
 import { type Frame, LineFramer } from '../entry/framing.js';
-import { type ParseOptions, parseEntry } from '../entry/parse.js';
 import type { Logger } from '../log.js';
 import type { IngestQueue, ItemOwner, ItemResult } from './queue.js';
 
@@ -26,7 +26,8 @@ export interface SourceCounters {
 /** What a connection needs from the daemon. */
 export interface ConnectionContext {
   queue: IngestQueue;
-  parse: ParseOptions;
+  /** Shared by every connection (one thread: a line is encoded at a time). */
+  encoder: EntryEncoder;
   maxLineBytes: number;
   counters: SourceCounters;
   log: Logger;
@@ -161,7 +162,7 @@ export class Connection implements ItemOwner {
       this.enqueueReject(seq, source, reason, frame.head);
       return;
     }
-    const result = parseEntry(frame.line, this.ctx.parse);
+    const result = this.ctx.encoder.encode(frame.line);
     if (!result.ok) {
       this.ctx.counters.invalid++;
       this.countCode(result.code);
@@ -172,13 +173,13 @@ export class Connection implements ItemOwner {
     if (result.sanitized.length > 0) {
       this.ctx.counters.sanitized++;
       this.ctx.log.warn(
-        { conn: this.id, seq, request_id: result.row.request_id, fields: result.sanitized },
+        { conn: this.id, seq, request_id: result.requestId, fields: result.sanitized },
         'replaced characters Postgres cannot hold with U+FFFD',
       );
     }
     if (result.redacted > 0) this.ctx.counters.redacted++;
     this.inFlight++;
-    const entry = writeEntry(result.row, frame.line, source);
+    const entry: WriteEntry = { copy: result.copy, raw: frame.line, source };
     this.ctx.queue.push({
       kind: 'entry',
       entry,

@@ -7,6 +7,7 @@
  */
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { EntryEncoder } from '../entry/encode.js';
 import { AuditGatewayError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Connection, type SourceCounters } from './connection.js';
@@ -100,6 +101,8 @@ export class Daemon {
   };
   private readonly servers: Server[] = [];
   private readonly connections = new Set<Connection>();
+  /** One encoder for every connection: lines are encoded one at a time on this thread. */
+  private readonly encoder: EntryEncoder;
   private nextConnId = 1;
   private stopping: Promise<StopResult> | null = null;
   private state: 'new' | 'running' | 'draining' | 'stopped' = 'new';
@@ -116,6 +119,7 @@ export class Daemon {
     private readonly spool: Spool | null = null,
     observer: QueueObserver = {},
   ) {
+    this.encoder = new EntryEncoder({ redactKeys: config.redactKeys });
     this.queue = new IngestQueue(sink, config, log, spool, observer);
     this.queue.onRoom = () => {
       for (const c of this.connections) c.resume();
@@ -180,7 +184,7 @@ export class Daemon {
         : `tcp#${this.nextConnId++}:${socket.remoteAddress}:${socket.remotePort}`;
     const conn = new Connection(id, socket, {
       queue: this.queue,
-      parse: { redactKeys: this.config.redactKeys },
+      encoder: this.encoder,
       maxLineBytes: this.config.maxLineBytes,
       counters: this.counters,
       log: this.log,

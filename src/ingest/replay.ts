@@ -10,9 +10,10 @@ import { open, readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { type BatchWriter, type RejectRecord, type WriteEntry, writeEntry } from '../db/writer.js';
+import type { BatchWriter, RejectRecord, WriteEntry } from '../db/writer.js';
+import { EntryEncoder } from '../entry/encode.js';
 import { LineFramer } from '../entry/framing.js';
-import { type ParseOptions, parseEntry } from '../entry/parse.js';
+import type { ParseOptions } from '../entry/parse.js';
 import { readSegment, SPOOL_MAGIC } from './spool.js';
 
 /** Counts of CONTRACT.md §5: read / stored / skipped / rejected. */
@@ -102,6 +103,7 @@ export async function replaySource(
   }
 
   const framer = new LineFramer(options.maxLineBytes);
+  const encoder = new EntryEncoder(options.parse);
   let line = 0;
   const onFrame = (frame: Parameters<Parameters<LineFramer['push']>[1]>[0]) => {
     line++; // physical line numbers: blank lines count too
@@ -116,8 +118,8 @@ export async function replaySource(
       });
       return;
     }
-    const r = parseEntry(frame.line, options.parse);
-    if (r.ok) entries.push(writeEntry(r.row, Buffer.from(frame.line), at));
+    const r = encoder.encode(frame.line);
+    if (r.ok) entries.push({ copy: r.copy, raw: Buffer.from(frame.line), source: at });
     else rejects.push({ source: at, reason: r.reason, raw: Buffer.from(frame.line) });
   };
   for await (const chunk of input) {
