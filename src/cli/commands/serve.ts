@@ -116,7 +116,7 @@ export function registerServe(program: Command): void {
         'bytes of entries waiting in memory (each line and its COPY form) before the sockets are paused',
       )
         .env(env('MAX_QUEUE_BYTES'))
-        .default(32 * 1024 * 1024)
+        .default(8 * 1024 * 1024)
         .argParser(intAtLeast(1)),
     )
     .addOption(
