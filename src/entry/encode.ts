@@ -128,7 +128,9 @@ export class EntryEncoder {
         break;
       }
       const list = byLength.get(k.length) ?? [];
-      list.push(Buffer.from(k.toLowerCase(), 'latin1'));
+      // As given: ParseOptions.redactKeys holds lower-cased keys, and the reference compares
+      // key.toLowerCase() with them; an upper-case key in the set matches nothing on either path.
+      list.push(Buffer.from(k, 'latin1'));
       byLength.set(k.length, list);
     }
     this.redactByLength = byLength;

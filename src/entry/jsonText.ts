@@ -228,7 +228,9 @@ const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 function keyPattern(keys: ReadonlySet<string>): RegExp {
   let re = patterns.get(keys);
   if (!re) {
-    re = new RegExp(`"(?:${[...keys].map(escapeRe).join('|')})"\\s*:`, 'i');
+    // 'u': case-insensitive by Unicode case folding, as the check's toLowerCase() (U+212A KELVIN
+    // SIGN matches k).
+    re = new RegExp(`"(?:${[...keys].map(escapeRe).join('|')})"\\s*:`, 'iu');
     patterns.set(keys, re);
   }
   return re;

@@ -185,6 +185,10 @@ describe('EntryEncoder fast path', () => {
     expect(new EntryEncoder(custom).fast(line)!.toString()).toContain('{"Secret":1,"mine":"[REDACTED]"}');
     expect(new EntryEncoder(custom).fast(line)!.toString()).toMatch(/\t\{"other":1\}\n$/);
     expect(check(line, { redactKeys: new Set() })).toBe(true);
+    // Keys are taken as given (ParseOptions: lower-cased); an upper-case one matches on neither path.
+    const upper = Buffer.from(entry({ request_args: { token: 1, Token: 2 } }));
+    expect(check(upper, { redactKeys: new Set(['Token']) })).toBe(true);
+    expect(new EntryEncoder({ redactKeys: new Set(['Token']) }).encode(upper)).toMatchObject({ redacted: 0 });
     // A redact key that is not plain ASCII turns the fast path off (the reference lower-cases Unicode).
     expect(new EntryEncoder({ redactKeys: new Set(['pässword']) }).fast(line)).toBeNull();
   });

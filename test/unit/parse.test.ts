@@ -219,6 +219,16 @@ describe('parseEntry: redaction (CONTRACT.md §6)', () => {
     expect(JSON.parse(row(text).request_args!)).toEqual({ password: '[REDACTED]' });
   });
 
+  it('compares keys case-insensitively also beyond ASCII, with or without other escapes (U+212A KELVIN SIGN)', () => {
+    // "to\u212Aen".toLowerCase() is "token": redacted whether or not the text holds a \u escape.
+    for (const extra of ['', ',"n":"\\u0041"']) {
+      const text = JSON.stringify(base).replace('{"path":"/tmp/a"}', `{"to\u212Aen":"x"${extra}}`);
+      const r = parseText(text);
+      expect(r.ok && JSON.parse(r.row.request_args!)['to\u212Aen'], extra).toBe('[REDACTED]');
+      expect(r.ok && r.redacted).toBe(1);
+    }
+  });
+
   it("is off with --redact-keys ''", () => {
     const r = parseEntry(Buffer.from(JSON.stringify({ ...base, request_args: { password: 'x' } })), {
       redactKeys: parseRedactKeys(''),
