@@ -15,9 +15,11 @@
  *   `audit_reject` with the server's message (C14).
  * - Connection and resource errors are thrown to the caller, which retries the whole batch (safe:
  *   see exactly once); the failed client is destroyed, not returned to the pool (C16).
- * - A batch of COPY size without validation rejects is one COPY in its own transaction followed by
- *   `NOTIFY audit_log, '<highest id in the batch>'`: two round trips. Other batches run in a
- *   transaction block whose NOTIFY is sent at its commit.
+ * - A batch of COPY size without validation rejects is `BEGIN`, the COPY, then
+ *   `SELECT currval(…), pg_notify('audit_log', '<highest id in the batch>')` and `COMMIT`. Once the
+ *   COPY is done its rows have their ids, so a caller that pipelines writes ({@link WriteOrder}) may
+ *   start the next batch's COPY on another connection while this one commits: the next batch's ids
+ *   are still higher, and the commit's WAL flush overlaps the next COPY.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -55,6 +57,17 @@ export function columnsOf(e: WriteEntry): (string | null)[] {
 /** The request_id of an entry, for logs (the first COPY column). */
 export function requestIdOf(e: WriteEntry): string {
   return e.copy.subarray(0, e.copy.indexOf(9)).toString('utf8');
+}
+
+/**
+ * Pipelining of consecutive writes on separate connections without changing the order of ids:
+ * the writer calls `ordered` once every row of this write has its id (after the COPY, before the
+ * COMMIT), and the caller may then start the next write. On any other path (INSERT, fallback,
+ * split, error) it never calls `ordered`: the caller goes on when the write has ended.
+ */
+export interface WriteOrder {
+  /** This write's rows have their ids: the next write may start inserting. */
+  ordered(): void;
 }
 
 /** One `audit_reject` row (CONTRACT.md §3). */
@@ -177,11 +190,11 @@ export class BatchWriter {
    * their order). Resolves once everything is committed.
    * @throws the pg or socket error when the connection or the server failed (retry the batch).
    */
-  async write(entries: WriteEntry[], rejects: RejectRecord[]): Promise<BatchOutcome> {
+  async write(entries: WriteEntry[], rejects: RejectRecord[], order?: WriteOrder): Promise<BatchOutcome> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      return await this.writeOn(client, entries, rejects);
+      return await this.writeOn(client, entries, rejects, order);
     } catch (err) {
       broken = err instanceof Error ? err : new Error(String(err));
       throw err;
@@ -195,6 +208,7 @@ export class BatchWriter {
     client: pg.PoolClient,
     entries: WriteEntry[],
     rejects: RejectRecord[],
+    order: WriteOrder | undefined,
   ): Promise<BatchOutcome> {
     this.sequence ??= (
       await client.query<{ s: string }>(`SELECT pg_get_serial_sequence('audit_log', 'id') AS s`)
@@ -202,9 +216,9 @@ export class BatchWriter {
     const path = entries.length >= this.copyMinRows ? 'copy' : 'insert';
     const outcome: BatchOutcome = { stored: 0, duplicates: 0, refused: new Map(), maxId: null, path };
     if (path === 'copy' && rejects.length === 0) {
-      // The common case in two round trips: COPY as its own transaction, then the highest id and
-      // the NOTIFY in one statement (a transaction block around them costs five more round trips,
-      // during which Postgres would wait for the daemon's event loop).
+      // The common case: BEGIN, COPY, then the highest id with its NOTIFY in one statement, and
+      // COMMIT; with `order`, the last two overlap the next write.
+      await client.query('BEGIN');
       let fallback: unknown = null;
       try {
         await this.copy(client, entries);
@@ -213,12 +227,15 @@ export class BatchWriter {
         fallback = err;
       }
       if (fallback === null) {
+        order?.ordered();
         const r = await client.query<{ id: string }>(NOTIFY_SQL, [this.sequence, this.channel]);
+        await client.query('COMMIT');
         outcome.stored = entries.length;
         outcome.maxId = r.rows[0]!.id;
         return outcome;
       }
       // A stored key or refused data: the transactional path below sorts it out.
+      await client.query('ROLLBACK');
       this.log.debug(
         { err: messageOf(fallback), entries: entries.length },
         'COPY refused; retrying the batch',

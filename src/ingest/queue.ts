@@ -21,7 +21,7 @@
  * bounded queue pushes back on the sockets. Retrying is safe because the writer stores each
  * (request_id, timestamp) once.
  */
-import type { BatchOutcome, RejectRecord, WriteEntry } from '../db/writer.js';
+import type { BatchOutcome, RejectRecord, WriteEntry, WriteOrder } from '../db/writer.js';
 import { isRetryable, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type Spool, SpoolFullError } from './spool.js';
@@ -47,7 +47,8 @@ export type QueueItem = ({ kind: 'entry'; entry: WriteEntry } | { kind: 'reject'
 
 /** Where batches go: {@link import('../db/writer.js').BatchWriter} in production. */
 export interface BatchSink {
-  write(entries: WriteEntry[], rejects: RejectRecord[]): Promise<BatchOutcome>;
+  /** Stores a write; with `order`, pipelined after the previous write ({@link WriteOrder}). */
+  write(entries: WriteEntry[], rejects: RejectRecord[], order?: WriteOrder): Promise<BatchOutcome>;
   /** Resolves when Postgres answers a trivial query; throws otherwise. */
   ping(): Promise<void>;
 }
@@ -91,6 +92,16 @@ interface Batch {
   items: QueueItem[];
   bytes: number;
   settled: boolean;
+  /** Part of a write in progress (the writer loop skips it). */
+  inFlight?: boolean;
+}
+
+/** A write in progress. */
+interface InFlight {
+  /** Resolves once its rows have ids, or once it ended: the writer loop may start the next. */
+  ordered: Promise<void>;
+  /** Resolves once it settled (acked, spooled or rejected). */
+  done: Promise<void>;
 }
 
 const OK: ItemResult = { ok: true };
@@ -248,13 +259,62 @@ export class IngestQueue {
     });
   }
 
+  /**
+   * The writer loop: at most two writes in flight. A write starts once the previous one's rows have
+   * their ids (its COPY is done; it may still be committing) and the one before that has settled,
+   * so a write's COMMIT and NOTIFY overlap the next write's COPY while ids, acks and retries keep
+   * the order of arrival.
+   */
   private async loop(): Promise<void> {
-    while (this.sealed.length > 0 && !this.stopped) {
+    let prev: InFlight | null = null;
+    while (!this.stopped) {
       const group = this.nextGroup();
-      if (group.length > 0) await this.writeGroup(group);
-      if (group.some((b) => !b.settled)) return; // stopped
-      this.sealed.splice(0, group.length);
+      if (group.length === 0) break;
+      const write = this.startWrite(group, prev);
+      await Promise.all([write.ordered, prev?.done]);
+      prev = write;
     }
+    await prev?.done;
+  }
+
+  /**
+   * Starts writing a group: one attempt that reports when its rows have ids ({@link WriteOrder});
+   * then, if it failed or the queue is in spool mode, the retrying {@link writeGroup} once the
+   * previous write has ended. The loop starts the next write only after `ordered`, so a failed write
+   * is retried (or spooled) before anything behind it is written. Left: a write whose COMMIT fails
+   * after its COPY is retried after the write behind it, whose rows then have lower ids.
+   */
+  private startWrite(group: Batch[], prev: InFlight | null): InFlight {
+    for (const b of group) b.inFlight = true;
+    let markOrdered!: () => void;
+    const ordered = new Promise<void>((resolve) => {
+      markOrdered = resolve;
+    });
+    const done = (async () => {
+      try {
+        let outcome: BatchOutcome | null = null;
+        const { entries, entryItems, rejects } = split(group);
+        const t0 = performance.now();
+        if (!this.spoolMode) {
+          try {
+            outcome = await this.sink.write(entries, rejects, { ordered: markOrdered });
+          } catch {
+            // Retried below, after the previous write: writeGroup logs, spools or backs off.
+          }
+        }
+        const ms = performance.now() - t0;
+        await prev?.done; // acks and retries keep the order of the writes
+        if (outcome) {
+          this.observer.batchWritten?.(entries.length, ms, outcome.path);
+          this.observer.postgresUp?.(true);
+          this.settle(group, entryItems, outcome);
+        } else if (!this.stopped) await this.writeGroup(group);
+      } finally {
+        for (const b of group) b.inFlight = false;
+        markOrdered();
+      }
+    })();
+    return { ordered, done };
   }
 
   /**
@@ -268,7 +328,8 @@ export class IngestQueue {
     const group: Batch[] = [];
     let items = 0;
     for (const b of this.sealed) {
-      if (b.settled) break;
+      if (b.inFlight && group.length === 0) continue; // being written
+      if (b.settled || b.inFlight) break;
       if (group.length > 0 && items + b.items.length > cap) break;
       group.push(b);
       items += b.items.length;
@@ -281,6 +342,7 @@ export class IngestQueue {
     batch.settled = true;
     this.queuedItems -= batch.items.length;
     this.queuedBytes -= batch.bytes;
+    while (this.sealed[0]?.settled) this.sealed.shift();
     if (
       this.wasFull &&
       this.queuedItems < this.options.maxQueue / 2 &&

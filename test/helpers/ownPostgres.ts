@@ -190,8 +190,7 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
 export interface PgProxy {
   port: number;
   /**
-   * The next client message that contains `COMMIT`, or the CopyDone that ends an autocommit COPY
-   * (the writer's usual batch), is forwarded; the server's reply to it is NOT
+   * The next client message that contains `COMMIT` is forwarded; the server's reply to it is NOT
    * forwarded: when it arrives (so the commit is done), every connection through the proxy is cut.
    * Resolves when that cut happened.
    */
@@ -216,8 +215,6 @@ export async function startPgProxy(targetPort: number): Promise<PgProxy> {
   let frozen = false;
   let cuts = 0;
   const COMMIT = Buffer.from('COMMIT');
-  // CopyDone ('c', length 4) ends an autocommit COPY: the server commits it before replying.
-  const COPY_DONE = Buffer.from([0x63, 0, 0, 0, 4]);
 
   const cutAll = () => {
     for (const p of pairs) {
@@ -244,7 +241,7 @@ export async function startPgProxy(targetPort: number): Promise<PgProxy> {
     client.on('data', (d: Buffer) => {
       if (frozen) return;
       upstream.write(d);
-      if (armed && (d.includes(COMMIT) || d.includes(COPY_DONE))) {
+      if (armed && d.includes(COMMIT)) {
         cutPending = { pair, done: armed };
         armed = null;
       }

@@ -1,13 +1,18 @@
 /**
  * IngestQueue with the real BatchWriter: when batches wait for the writer they are written together
- * (whole batches, at most maxWriteEntries per write), in order, and every owner hears about each of
- * its items in order, refused ones included.
+ * (whole batches, at most maxWriteEntries per write), two writes overlap (the next COPY during the
+ * previous COMMIT) and still store in arrival order, and every owner hears about each of its items
+ * in order, refused ones included.
  */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
 import { EntryEncoder } from '../../src/entry/encode.js';
 import { DEFAULT_REDACT_KEYS } from '../../src/entry/parse.js';
-import { IngestQueue, type ItemOwner, type ItemResult } from '../../src/ingest/queue.js';
+import { type BatchSink, IngestQueue, type ItemOwner, type ItemResult } from '../../src/ingest/queue.js';
+import { Spool } from '../../src/ingest/spool.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
@@ -42,8 +47,24 @@ describe('IngestQueue group writes', () => {
     await t.query(`ALTER TABLE audit_log ADD CONSTRAINT test_poison CHECK (tool_name <> 'poison')`);
     try {
       const writes: number[] = [];
+      // The real writer, with the start and end of each write noted.
+      const writer = new BatchWriter(t.pool, silentLogger());
+      const events: string[] = [];
+      let started = 0;
+      const sink: BatchSink = {
+        write: async (entries, rejects, order) => {
+          const k = started++;
+          events.push(`start ${k}`);
+          try {
+            return await writer.write(entries, rejects, order);
+          } finally {
+            events.push(`end ${k}`);
+          }
+        },
+        ping: () => writer.ping(),
+      };
       const queue = new IngestQueue(
-        new BatchWriter(t.pool, silentLogger()),
+        sink,
         { batchSize: 100, flushMs: 50, maxQueue: 1_000_000, maxQueueBytes: 1 << 30, maxWriteEntries: 1000 },
         silentLogger(),
         null,
@@ -63,6 +84,11 @@ describe('IngestQueue group writes', () => {
       expect(Math.max(...writes)).toBe(1000);
       expect(writes.every((n) => n % 100 === 0)).toBe(true); // whole batches
       expect(writes.length).toBeLessThan(10);
+      // Pipelined: a write starts before the previous one has ended (committed), never two ahead.
+      expect(events.indexOf('start 2')).toBeLessThan(events.indexOf('end 1'));
+      for (let k = 2; k < started; k++) {
+        expect(events.indexOf(`start ${k}`)).toBeGreaterThan(events.indexOf(`end ${k - 2}`));
+      }
       expect(queue.counters.stored).toBe(N - 1);
       // Every item settled once, in order; the refused one says why.
       expect(settled.map(([seq]) => seq)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
@@ -76,6 +102,63 @@ describe('IngestQueue group writes', () => {
     } finally {
       await t.query('ALTER TABLE audit_log DROP CONSTRAINT test_poison');
     }
+  });
+
+  it('a write that fails goes to the spool, the writes behind it follow it there, and all load in order', async () => {
+    await t.query('TRUNCATE audit_log');
+    const spool = await Spool.open(
+      { dir: await mkdtemp(join(tmpdir(), 'ag-queue-')), maxBytes: 1 << 30 },
+      silentLogger(),
+    );
+    const writer = new BatchWriter(t.pool, silentLogger());
+    let calls = 0;
+    let failuresLeft = 2;
+    const sink: BatchSink = {
+      write: async (entries, rejects, order) => {
+        calls++;
+        // The write holding entry 150 loses its connection twice before storing anything (SQLSTATE
+        // 57P01): its pipelined attempt and its first retry, which sends the queue to spool mode.
+        if (failuresLeft > 0 && entries.some((e) => e.copy.includes('000000200150'))) {
+          failuresLeft--;
+          throw Object.assign(new Error('terminating connection'), { code: '57P01' });
+        }
+        return writer.write(entries, rejects, order);
+      },
+      ping: () => writer.ping(),
+    };
+    const queue = new IngestQueue(
+      sink,
+      {
+        batchSize: 100,
+        flushMs: 50,
+        maxQueue: 1_000_000,
+        maxQueueBytes: 1 << 30,
+        maxWriteEntries: 300,
+        retryBaseMs: 10,
+      },
+      silentLogger(),
+      spool,
+    );
+    const settled: number[] = [];
+    const owner: ItemOwner = { settled: (seq, r) => r.ok && settled.push(seq) };
+    const N = 3000;
+    for (let seq = 1; seq <= N; seq++) {
+      const e = entry(200_000 + seq);
+      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
+    }
+    await queue.drain();
+    // The failed write sent the queue to spool mode; the recovery loop loads the spool, in order.
+    expect(queue.counters.spooled).toBeGreaterThan(0);
+    for (let i = 0; i < 200 && (queue.spooling || spool.bytes > 0); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(queue.spooling).toBe(false);
+    queue.close();
+    expect(calls).toBeGreaterThan(3);
+    expect(settled).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    const order = await t.query<{ latency_ms: string }>('SELECT latency_ms FROM audit_log ORDER BY id');
+    expect(order.rows.map((r) => Number(r.latency_ms))).toEqual(
+      Array.from({ length: N }, (_, i) => 200_001 + i),
+    );
   });
 
   it('with maxWriteEntries at the batch size, writes every batch on its own', async () => {
