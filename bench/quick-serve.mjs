@@ -6,7 +6,7 @@
  *   npm run build && node bench/quick-serve.mjs 300000 --batch-size 4000
  * PROF=1 adds node --cpu-prof (profiles in bench/out/prof); MEMTRACE=1 prints serve's peak heap and
  * buffer figures (bench/lib/memtrace.cjs); PGOPT='-c synchronous_commit=off' sets serve's session
- * options. The Postgres figure is the CPU of every live `postgres` process on the machine.
+ * options, CONNS=16 sends on 16 connections. The Postgres figure is the CPU of every live `postgres` process on the machine.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -102,11 +102,26 @@ const stored = new Promise((resolve) => {
     if (Number(n.payload) >= N) resolve();
   });
 });
-await new Promise((res) => {
-  const s = connect(sock, () => s.end(readFileSync(file)));
-  s.on('close', res);
-  s.resume();
-});
+// CONNS=k: the rows split into k contiguous ranges, sent on k connections at once.
+const conns = Number(process.env.CONNS ?? 1);
+const body = readFileSync(file);
+const parts = [];
+for (let k = 0, start = 0; k < conns; k++) {
+  let end = k === conns - 1 ? body.length : Math.floor((body.length * (k + 1)) / conns);
+  if (end < body.length) end = body.indexOf(10, end) + 1;
+  parts.push(body.subarray(start, end));
+  start = end;
+}
+await Promise.all(
+  parts.map(
+    (part) =>
+      new Promise((res) => {
+        const s = connect(sock, () => s.end(part));
+        s.on('close', res);
+        s.resume();
+      }),
+  ),
+);
 await stored;
 const wall = (performance.now() - w0) / 1000;
 const cpu = (ticks() - t0) / 100; // CLK_TCK is 100 on Linux
