@@ -2,6 +2,7 @@
 # Ingest cost of index sets on audit_log: psql \copy of the same generated rows (COPY text) into a
 # fresh table with each index set, twice, alternating, so the ratios come from one run.
 # Usage: bench/indexes.sh [ROWS] [POSTGRES_URL_WITHOUT_DB]   (default 300000, postgres://postgres@127.0.0.1:5432)
+# ONLY='seed ours tsfirst_hash' runs some sets only.
 # Needs `npm run build` first. Creates and drops databases ix_* on that server.
 set -euo pipefail
 ROWS=${1:-300000}
@@ -19,9 +20,15 @@ SETS[ours]='CREATE UNIQUE INDEX ON audit_log (request_id, "timestamp"); CREATE I
 SETS[ours_nonunique]='CREATE INDEX ON audit_log (request_id, "timestamp"); CREATE INDEX ON audit_log ("timestamp"); CREATE INDEX ON audit_log (client_subject); CREATE INDEX ON audit_log (tool_name);'
 SETS[composites]='CREATE UNIQUE INDEX ON audit_log (request_id, "timestamp"); CREATE INDEX ON audit_log ("timestamp", id); CREATE INDEX ON audit_log (client_subject, "timestamp"); CREATE INDEX ON audit_log (tool_name, "timestamp");'
 SETS[brin_ts]='CREATE UNIQUE INDEX ON audit_log (request_id, "timestamp"); CREATE INDEX ON audit_log USING brin ("timestamp"); CREATE INDEX ON audit_log (client_subject); CREATE INDEX ON audit_log (tool_name);'
+# The exactly-once key with the timestamp first: appends instead of random UUID inserts, and it
+# serves --since/--until and the time order, so no separate timestamp index; --request-id then needs
+# its own index (hash or B-tree), or none (tsfirst).
+SETS[tsfirst]='CREATE UNIQUE INDEX ON audit_log ("timestamp", request_id); CREATE INDEX ON audit_log (client_subject); CREATE INDEX ON audit_log (tool_name);'
+SETS[tsfirst_hash]='CREATE UNIQUE INDEX ON audit_log ("timestamp", request_id); CREATE INDEX ON audit_log USING hash (request_id); CREATE INDEX ON audit_log (client_subject); CREATE INDEX ON audit_log (tool_name);'
+SETS[tsfirst_btree_rid]='CREATE UNIQUE INDEX ON audit_log ("timestamp", request_id); CREATE INDEX ON audit_log (request_id); CREATE INDEX ON audit_log (client_subject); CREATE INDEX ON audit_log (tool_name);'
 SETS[unique_and_brin_only]='CREATE UNIQUE INDEX ON audit_log (request_id, "timestamp"); CREATE INDEX ON audit_log USING brin ("timestamp");'
 for rep in 1 2; do
-  for set in pk_only seed ours ours_nonunique composites brin_ts unique_and_brin_only; do
+  for set in ${ONLY:-pk_only seed ours ours_nonunique composites brin_ts unique_and_brin_only tsfirst tsfirst_hash tsfirst_btree_rid}; do
     db="ix_${set}_$$"
     psql "$URL/postgres" -qAt -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" 2>/dev/null
     psql "$URL/$db" -qAt -c "$TABLE ${SETS[$set]}" -c "CHECKPOINT"
