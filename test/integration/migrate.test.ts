@@ -1,11 +1,15 @@
 /** migrate against a real Postgres: a fresh schema, adopting the gateway's own table, down/up, the lock. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { migrate, migrationStatus } from '../../src/db/migrate.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 const SEED = readFileSync(new URL('../fixtures/seed-gateway-schema.sql', import.meta.url), 'utf8');
+/** Every migration file: a fresh `up` applies them all. */
+const ALL = readdirSync(new URL('../../migrations', import.meta.url)).filter((f) =>
+  f.endsWith('.sql'),
+).length;
 const dbs: TestDatabase[] = [];
 afterEach(async () => {
   for (const d of dbs.splice(0)) await d.drop();
@@ -38,7 +42,7 @@ async function columns(d: TestDatabase): Promise<Record<string, { nullable: stri
 describe('migrate', () => {
   it('creates the schema of CONTRACT.md §8 on an empty database, then has nothing to do', async () => {
     const d = await fresh('mig_fresh');
-    expect(await up(d)).toHaveLength(2);
+    expect(await up(d)).toHaveLength(ALL);
     expect(await up(d)).toEqual([]);
     const cols = await columns(d);
     expect(Object.keys(cols).sort()).toEqual(
@@ -79,7 +83,7 @@ describe('migrate', () => {
     await d.query(`INSERT INTO audit_log (request_id, timestamp, client_subject, client_role, tool_name, backend_name, response_status, latency_ms)
       SELECT request_id, timestamp, client_subject, client_role, tool_name, backend_name, response_status, 99 FROM audit_log WHERE id = 7`);
     const before = await d.query(`SELECT id, request_id, created_at FROM audit_log ORDER BY id`);
-    expect(await up(d)).toHaveLength(2);
+    expect(await up(d)).toHaveLength(ALL);
     const cols = await columns(d);
     expect(cols.created_at).toBeUndefined();
     for (const c of ['client_role', 'backend_name', 'latency_ms']) expect(cols[c]?.nullable).toBe('YES');
@@ -109,19 +113,19 @@ describe('migrate', () => {
     );
     const c = await d.pool.connect();
     try {
-      expect(await migrate(c, 'down', silentLogger(), 2)).toHaveLength(2);
+      expect(await migrate(c, 'down', silentLogger(), ALL)).toHaveLength(ALL);
     } finally {
       c.release();
     }
     expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0]?.n).toBe(1);
-    expect(await up(d)).toHaveLength(2);
+    expect(await up(d)).toHaveLength(ALL);
     expect((await d.query('SELECT count(*)::int AS n FROM audit_log')).rows[0]?.n).toBe(1);
   });
 
   it('two migrate runs at once: one applies, the other waits and finds nothing to do (C21)', async () => {
     const d = await fresh('mig_race');
     const [a, b] = await Promise.all([up(d), up(d)]);
-    expect([a.length, b.length].sort()).toEqual([0, 2]);
+    expect([a.length, b.length].sort()).toEqual([0, ALL]);
     const dupNames = await d.query('SELECT name FROM pgmigrations GROUP BY name HAVING count(*) > 1');
     expect(dupNames.rows).toEqual([]);
     const invalid = await d.query('SELECT indexrelid::regclass FROM pg_index WHERE NOT indisvalid');
