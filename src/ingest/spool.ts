@@ -33,7 +33,7 @@
  * inside the file), so intact, acked records after a damaged one are still loaded; the file is then
  * kept for an operator, renamed to `.corrupt`.
  */
-import { closeSync, fdatasyncSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -147,6 +147,11 @@ export interface SpoolOptions {
   segmentBytes?: number;
 }
 
+/** Writes all of `buf` (write(2) may write part of it without an error). */
+function writeAll(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
+}
+
 /** The spool directory; see the module header. Not safe for two processes (serve owns the data dir). */
 export class Spool {
   private fd: number | null = null;
@@ -203,8 +208,21 @@ export class Spool {
       );
     }
     if (newSegment) this.startSegment();
-    writeSync(this.fd!, record);
-    fdatasyncSync(this.fd!);
+    try {
+      writeAll(this.fd!, record);
+      fdatasyncSync(this.fd!);
+    } catch (err) {
+      // Disk full or an I/O error, maybe after part of the record was written: cut the segment
+      // back to its last whole record, so nothing torn stays in it; the batch is not acked and
+      // stays in memory. If even that fails, the segment is closed: its torn tail is then at the
+      // end of a file, where the load skips it.
+      try {
+        ftruncateSync(this.fd!, this.currentBytes);
+      } catch {
+        this.closeCurrent();
+      }
+      throw err;
+    }
     this.currentBytes += record.length;
     this.totalBytes += record.length;
   }
@@ -213,9 +231,19 @@ export class Spool {
     this.closeCurrent();
     this.currentSeq++;
     const name = `spool-${String(this.currentSeq).padStart(16, '0')}.seg`;
-    this.fd = openSync(join(this.options.dir, name), 'wx', 0o600);
-    writeSync(this.fd, SPOOL_MAGIC);
-    fdatasyncSync(this.fd);
+    const path = join(this.options.dir, name);
+    this.fd = openSync(path, 'wx', 0o600);
+    try {
+      writeAll(this.fd, SPOOL_MAGIC);
+      fdatasyncSync(this.fd);
+    } catch (err) {
+      // No header, no segment: remove the file (a crash here leaves one, which load removes).
+      this.closeCurrent();
+      try {
+        unlinkSync(path);
+      } catch {}
+      throw err;
+    }
     const dirFd = openSync(this.options.dir, 'r');
     try {
       fsyncSync(dirFd);
@@ -250,6 +278,21 @@ export class Spool {
     for (const seg of (await this.segments()).filter((s) => s.seq <= upTo)) {
       const path = join(this.options.dir, seg.name);
       const buf = await readFile(path);
+      if (!buf.subarray(0, SPOOL_MAGIC.length).equals(SPOOL_MAGIC)) {
+        if (SPOOL_MAGIC.subarray(0, buf.length).equals(buf)) {
+          // Empty, or a torn header: a crash while the segment was begun; it holds no record.
+          await unlink(path);
+          this.log.warn({ file: path }, 'spool: removed a segment whose header was never written whole');
+        } else {
+          await rename(path, `${path}.corrupt`);
+          this.log.error(
+            { file: `${path}.corrupt` },
+            'spool: a segment file without the AGSPOOL1 header was set aside; the others are loaded',
+          );
+        }
+        this.totalBytes = Math.max(0, this.totalBytes - buf.length);
+        continue;
+      }
       const damage: Damage = { damaged: 'none', skipped: 0 };
       for (const b of scanSegment(buf, `spool:${seg.name}`, damage)) {
         await store(b);
