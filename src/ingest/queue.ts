@@ -65,6 +65,13 @@ export interface QueueOptions {
   maxQueue: number;
   /** Bytes of queued lines; bounds memory when lines are large (known-traps C18). */
   maxQueueBytes: number;
+  /**
+   * A write or a probe of Postgres that has not answered after this many ms counts as failed
+   * (Postgres frozen, a network black hole): the batch goes to the spool (default 10000). The
+   * write itself is left to finish or fail; if it committed, loading the spool finds its entries
+   * stored and skips them.
+   */
+  writeTimeoutMs?: number;
   /** First retry delay and cap, in ms (defaults 100 and 5000). */
   retryBaseMs?: number;
   retryMaxMs?: number;
@@ -297,9 +304,11 @@ export class IngestQueue {
         const t0 = performance.now();
         if (!this.spoolMode) {
           try {
-            outcome = await this.sink.write(entries, rejects, { ordered: markOrdered });
-          } catch {
-            // Retried below, after the previous write: writeGroup logs, spools or backs off.
+            outcome = await this.timed(this.sink.write(entries, rejects, { ordered: markOrdered }));
+          } catch (err) {
+            // Retried below, after the previous write: writeGroup logs, spools or backs off. A
+            // connection-level failure sends it (and what follows) straight to the spool.
+            if (isRetryable(err) && this.spool && !this.spoolMode) this.enterSpoolMode(err);
           }
         }
         const ms = performance.now() - t0;
@@ -377,7 +386,7 @@ export class IngestQueue {
         const { entries, entryItems, rejects } = split(pending);
         const t0 = performance.now();
         try {
-          const outcome = await this.sink.write(entries, rejects);
+          const outcome = await this.timed(this.sink.write(entries, rejects));
           this.observer.batchWritten?.(entries.length, performance.now() - t0, outcome.path);
           this.observer.postgresUp?.(true);
           this.settle(pending, entryItems, outcome);
@@ -395,12 +404,7 @@ export class IngestQueue {
           } else {
             this.observer.postgresUp?.(false);
             if (this.spool) {
-              this.log.warn(
-                { err: messageOf(err) },
-                'Postgres unavailable: spooling batches until it answers',
-              );
-              this.spoolMode = true;
-              this.startRecovery();
+              this.enterSpoolMode(err);
               continue; // straight to the spool
             }
             if (attempt === 0)
@@ -414,6 +418,40 @@ export class IngestQueue {
       this.counters.retries++;
       const delay = Math.min(cap, base * 2 ** Math.min(attempt, 16));
       await sleep(delay / 2 + Math.random() * (delay / 2));
+    }
+  }
+
+  /** Postgres is unavailable: batches go to the spool until the recovery loop has loaded it. */
+  private enterSpoolMode(err: unknown): void {
+    this.observer.postgresUp?.(false);
+    this.log.warn({ err: messageOf(err) }, 'Postgres unavailable: spooling batches until it answers');
+    this.spoolMode = true;
+    this.startRecovery();
+  }
+
+  /**
+   * `p`, or an ETIMEDOUT error (retryable) once `writeTimeoutMs` has passed without an answer. The
+   * promise itself runs on; a late failure of it is ignored.
+   */
+  private async timed<T>(p: Promise<T>): Promise<T> {
+    const ms = this.options.writeTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            Object.assign(new Error(`Postgres did not answer within ${ms} ms (--write-timeout)`), {
+              code: 'ETIMEDOUT',
+            }),
+          ),
+        ms,
+      );
+    });
+    p.catch(() => {});
+    try {
+      return await Promise.race([p, timeout]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -438,11 +476,11 @@ export class IngestQueue {
       const cap = this.options.retryMaxMs ?? 5000;
       for (let attempt = 0; this.spoolMode && !this.stopped; attempt++) {
         try {
-          await this.sink.ping();
+          await this.timed(this.sink.ping());
           this.observer.postgresUp?.(true);
           const t0 = Date.now();
           const n = await this.spool!.load(async (b) => {
-            const outcome = await this.sink.write(b.entries, b.rejects);
+            const outcome = await this.timed(this.sink.write(b.entries, b.rejects));
             this.counters.unspooled += b.entries.length;
             this.counters.stored += outcome.stored;
             this.counters.duplicates += outcome.duplicates;

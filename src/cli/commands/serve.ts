@@ -17,6 +17,7 @@ interface ServeOptions extends CommonOptions {
   listen?: { host: string; port: number };
   batchSize: number;
   maxWriteEntries: number;
+  writeTimeout: number;
   flushMs: number;
   maxQueue: number;
   maxQueueBytes: number;
@@ -134,6 +135,15 @@ export function registerServe(program: Command): void {
         .default(DEFAULT_REDACT_KEYS.join(',')),
     )
     .addOption(
+      new Option(
+        '--write-timeout <duration>',
+        'a write to Postgres unanswered this long counts as Postgres down: batches go to the spool',
+      )
+        .env(env('WRITE_TIMEOUT'))
+        .default(10_000, '10s')
+        .argParser(parseDurationMs),
+    )
+    .addOption(
       new Option('--shutdown-timeout <duration>', 'how long a stop may take to write what it holds')
         .env(env('SHUTDOWN_TIMEOUT'))
         .default(10_000, '10s')
@@ -213,6 +223,7 @@ Examples:
           listen: opts.listen,
           batchSize: opts.batchSize,
           maxWriteEntries: opts.maxWriteEntries,
+          writeTimeoutMs: opts.writeTimeout,
           flushMs: opts.flushMs,
           maxQueue: opts.maxQueue,
           maxQueueBytes: opts.maxQueueBytes,
