@@ -36,6 +36,8 @@ export interface ConnectionContext {
 const ACK_HANDSHAKE_MAX = 64;
 /** Bytes a connection reads before it lets the event loop turn (see Connection.onData). */
 const YIELD_BYTES = 128 * 1024;
+/** Unsent ack bytes past which a connection stops reading until its client reads them. */
+const ACK_BACKLOG_BYTES = 1024 * 1024;
 
 /** Is this first line the ack handshake `{"ack":true}`? */
 function isAckHandshake(line: Buffer): boolean {
@@ -68,6 +70,8 @@ export class Connection implements ItemOwner {
   /** Bytes read since this connection last let the event loop turn (see {@link onData}). */
   private bytesThisTurn = 0;
   private yielding = false;
+  /** True while the client leaves more than {@link ACK_BACKLOG_BYTES} of acks unread. */
+  private ackBacklog = false;
   private lastData = Date.now();
   /** Ack lines not yet written (ack mode). */
   private acks = '';
@@ -104,11 +108,17 @@ export class Connection implements ItemOwner {
     this.socket.pause();
   }
 
-  /** Reads again. */
+  /** Reads again (unless the connection was stopped, or is held for its own reasons). */
   resume(): void {
     if (!this.pausedByDaemon) return;
     this.pausedByDaemon = false;
     this.lastData = Date.now();
+    this.resumeIfFree();
+  }
+
+  /** Resumes reading when nothing holds the socket: backpressure, a yield, unread acks, the end. */
+  private resumeIfFree(): void {
+    if (this.pausedByDaemon || this.yielding || this.ackBacklog || this.ended) return;
     this.socket.resume();
   }
 
@@ -153,7 +163,7 @@ export class Connection implements ItemOwner {
       setImmediate(() => {
         this.yielding = false;
         this.bytesThisTurn = 0;
-        if (!this.pausedByDaemon && !this.ended) this.socket.resume();
+        this.resumeIfFree();
       });
     }
   }
@@ -245,9 +255,24 @@ export class Connection implements ItemOwner {
     this.maybeFinish();
   }
 
+  /**
+   * Sends the acks gathered for this batch. A client that does not read them would make the daemon
+   * hold them without bound: past {@link ACK_BACKLOG_BYTES} unsent, the connection stops reading
+   * until the socket drains (backpressure through the acks).
+   */
   private readonly flushAcks = (): void => {
     this.ackFlushQueued = false;
-    if (this.acks && !this.closed) this.socket.write(this.acks);
+    if (this.acks && !this.closed) {
+      this.socket.write(this.acks);
+      if (this.socket.writableLength > ACK_BACKLOG_BYTES && !this.ackBacklog) {
+        this.ackBacklog = true;
+        this.socket.pause();
+        this.socket.once('drain', () => {
+          this.ackBacklog = false;
+          this.resumeIfFree();
+        });
+      }
+    }
     this.acks = '';
     this.maybeFinish();
   };
