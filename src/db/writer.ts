@@ -68,6 +68,19 @@ export function requestIdOf(e: WriteEntry): string {
 export interface WriteOrder {
   /** This write's rows have their ids: the next write may start inserting. */
   ordered(): void;
+  /**
+   * The previous write's outcome: this write commits only after it resolved, and rolls back with
+   * {@link PreviousWriteFailed} when it rejects, so that no write commits ahead of the retry of one
+   * before it (ids stay in arrival order even when a COMMIT fails).
+   */
+  beforeCommit?: Promise<void>;
+}
+
+/** Thrown by a write rolled back because the write before it failed; retry it after that one. */
+export class PreviousWriteFailed extends Error {
+  constructor() {
+    super('the previous write failed; this one is rolled back and retried after it');
+  }
 }
 
 /** One `audit_reject` row (CONTRACT.md §3). */
@@ -229,7 +242,7 @@ export class BatchWriter {
       if (fallback === null) {
         order?.ordered();
         const r = await client.query<{ id: string }>(NOTIFY_SQL, [this.sequence, this.channel]);
-        await client.query('COMMIT');
+        await this.commit(client, order?.beforeCommit);
         outcome.stored = entries.length;
         outcome.maxId = r.rows[0]!.id;
         return outcome;
@@ -242,7 +255,7 @@ export class BatchWriter {
       );
     }
     try {
-      await this.transaction(client, async () => {
+      await this.transaction(client, order?.beforeCommit, async () => {
         const r = await this.store(client, entries, path);
         outcome.stored = r.stored;
         outcome.duplicates = entries.length - r.stored;
@@ -261,13 +274,13 @@ export class BatchWriter {
     // Split path: find the refused entries, store the rest, then the rejects, each in its own commit.
     outcome.stored = 0;
     outcome.duplicates = 0;
-    await this.split(client, entries, 0, entries.length, outcome);
+    await this.split(client, entries, 0, entries.length, outcome, order?.beforeCommit);
     const refusedRejects: RejectRecord[] = [...outcome.refused].map(([i, reason]) => ({
       source: entries[i]!.source,
       reason: `db_refused: ${reason}`,
       raw: entries[i]!.raw,
     }));
-    await this.transaction(client, async () => {
+    await this.transaction(client, order?.beforeCommit, async () => {
       await this.insertRejects(client, [...rejects, ...refusedRejects]);
     });
     return outcome;
@@ -280,10 +293,11 @@ export class BatchWriter {
     lo: number,
     hi: number,
     outcome: BatchOutcome,
+    gate: Promise<void> | undefined,
   ): Promise<void> {
     if (hi <= lo) return;
     try {
-      await this.transaction(client, async () => {
+      await this.transaction(client, gate, async () => {
         const slice = entries.slice(lo, hi);
         const r = await this.store(client, slice, hi - lo >= this.copyMinRows ? 'copy' : 'insert');
         outcome.stored += r.stored;
@@ -304,13 +318,17 @@ export class BatchWriter {
         return;
       }
       const mid = lo + Math.ceil((hi - lo) / 2);
-      await this.split(client, entries, lo, mid, outcome);
-      await this.split(client, entries, mid, hi, outcome);
+      await this.split(client, entries, lo, mid, outcome, gate);
+      await this.split(client, entries, mid, hi, outcome, gate);
     }
   }
 
   /** BEGIN … COMMIT around `fn`; ROLLBACK on a data error (rethrown as {@link DataRefused}). */
-  private async transaction(client: pg.PoolClient, fn: () => Promise<void>): Promise<void> {
+  private async transaction(
+    client: pg.PoolClient,
+    gate: Promise<void> | undefined,
+    fn: () => Promise<void>,
+  ): Promise<void> {
     await client.query('BEGIN');
     try {
       await fn();
@@ -320,6 +338,19 @@ export class BatchWriter {
         throw err instanceof DataRefused ? err : new DataRefused(err);
       }
       throw err; // connection-level: the client is destroyed by the caller
+    }
+    await this.commit(client, gate);
+  }
+
+  /** COMMIT once `gate` resolved; ROLLBACK and {@link PreviousWriteFailed} when it rejects. */
+  private async commit(client: pg.PoolClient, gate: Promise<void> | undefined): Promise<void> {
+    if (gate) {
+      try {
+        await gate;
+      } catch {
+        await client.query('ROLLBACK');
+        throw new PreviousWriteFailed();
+      }
     }
     await client.query('COMMIT');
   }

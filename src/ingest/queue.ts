@@ -107,6 +107,8 @@ interface Batch {
 interface InFlight {
   /** Resolves once its rows have ids, or once it ended: the writer loop may start the next. */
   ordered: Promise<void>;
+  /** Resolves when its first attempt stored it; rejects when that failed (the next one's gate). */
+  attempt: Promise<void>;
   /** Resolves once it settled (acked, spooled or rejected). */
   done: Promise<void>;
 }
@@ -288,8 +290,9 @@ export class IngestQueue {
    * Starts writing a group: one attempt that reports when its rows have ids ({@link WriteOrder});
    * then, if it failed or the queue is in spool mode, the retrying {@link writeGroup} once the
    * previous write has ended. The loop starts the next write only after `ordered`, so a failed write
-   * is retried (or spooled) before anything behind it is written. Left: a write whose COMMIT fails
-   * after its COPY is retried after the write behind it, whose rows then have lower ids.
+   * is retried (or spooled) before anything behind it is written; and a write commits only after
+   * the one before it has (WriteOrder.beforeCommit), so when that one fails after its COPY, this one
+   * rolls back and follows its retry: ids stay in arrival order.
    */
   private startWrite(group: Batch[], prev: InFlight | null): InFlight {
     for (const b of group) b.inFlight = true;
@@ -297,6 +300,13 @@ export class IngestQueue {
     const ordered = new Promise<void>((resolve) => {
       markOrdered = resolve;
     });
+    let attemptStored!: () => void;
+    let attemptFailed!: (err: Error) => void;
+    const attempt = new Promise<void>((resolve, reject) => {
+      attemptStored = resolve;
+      attemptFailed = reject;
+    });
+    attempt.catch(() => {}); // only the next write, if any, waits on it
     const done = (async () => {
       try {
         let outcome: BatchOutcome | null = null;
@@ -304,8 +314,12 @@ export class IngestQueue {
         const t0 = performance.now();
         if (!this.spoolMode) {
           try {
-            outcome = await this.timed(this.sink.write(entries, rejects, { ordered: markOrdered }));
+            outcome = await this.timed(
+              this.sink.write(entries, rejects, { ordered: markOrdered, beforeCommit: prev?.attempt }),
+            );
+            attemptStored();
           } catch (err) {
+            attemptFailed(err instanceof Error ? err : new Error(String(err)));
             // Retried below, after the previous write: writeGroup logs, spools or backs off. A
             // connection-level failure sends it (and what follows) straight to the spool.
             if (isRetryable(err) && this.spool && !this.spoolMode) this.enterSpoolMode(err);
@@ -320,10 +334,11 @@ export class IngestQueue {
         } else if (!this.stopped) await this.writeGroup(group);
       } finally {
         for (const b of group) b.inFlight = false;
+        attemptFailed(new Error('no first attempt')); // a no-op once it stored or failed
         markOrdered();
       }
     })();
-    return { ordered, done };
+    return { ordered, attempt, done };
   }
 
   /**

@@ -7,6 +7,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
 import { EntryEncoder } from '../../src/entry/encode.js';
@@ -158,6 +159,74 @@ describe('IngestQueue group writes', () => {
     const order = await t.query<{ latency_ms: string }>('SELECT latency_ms FROM audit_log ORDER BY id');
     expect(order.rows.map((r) => Number(r.latency_ms))).toEqual(
       Array.from({ length: N }, (_, i) => 200_001 + i),
+    );
+  });
+
+  it('a write whose connection dies after its COPY, before COMMIT: the write behind it waits, rolls back and follows it', async () => {
+    await t.query('TRUNCATE audit_log');
+    const pool = new pg.Pool({ connectionString: t.url, max: 4 });
+    // The client cut below reports on the pool and on itself (as createPool's handlers do in serve).
+    pool.on('error', () => {});
+    pool.on('connect', (c) => c.on('error', () => {}));
+    // Note which write each pooled client serves (BatchWriter takes its client first thing).
+    let currentWrite = -1;
+    const clientOf = new Map<number, pg.PoolClient>();
+    const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+    (pool as unknown as { connect: () => Promise<pg.PoolClient> }).connect = async () => {
+      const k = currentWrite;
+      const c = await connect();
+      clientOf.set(k, c);
+      return c;
+    };
+    const writer = new BatchWriter(pool, silentLogger());
+    let calls = 0;
+    let cut = false;
+    const sink: BatchSink = {
+      write: (entries, rejects, order) => {
+        const k = calls++;
+        currentWrite = k;
+        if (k !== 1 || !order) return writer.write(entries, rejects, order);
+        // The second write: once its rows have ids (the next write may start), its connection
+        // dies, so its COMMIT never happens while the third write is already under way.
+        return writer.write(entries, rejects, {
+          beforeCommit: order.beforeCommit,
+          ordered: () => {
+            order.ordered();
+            cut = true;
+            (
+              clientOf.get(k) as unknown as { connection: { stream: { destroy(): void } } }
+            ).connection.stream.destroy();
+          },
+        });
+      },
+      ping: () => writer.ping(),
+    };
+    const queue = new IngestQueue(
+      sink,
+      {
+        batchSize: 100,
+        flushMs: 50,
+        maxQueue: 1_000_000,
+        maxQueueBytes: 1 << 30,
+        maxWriteEntries: 300,
+        retryBaseMs: 10,
+      },
+      silentLogger(),
+    );
+    const settled: number[] = [];
+    const owner: ItemOwner = { settled: (seq, r) => r.ok && settled.push(seq) };
+    const N = 3000;
+    for (let seq = 1; seq <= N; seq++) {
+      const e = entry(300_000 + seq);
+      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
+    }
+    await queue.drain();
+    await pool.end();
+    expect(cut).toBe(true);
+    expect(settled).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    const order = await t.query<{ latency_ms: string }>('SELECT latency_ms FROM audit_log ORDER BY id');
+    expect(order.rows.map((r) => Number(r.latency_ms))).toEqual(
+      Array.from({ length: N }, (_, i) => 300_001 + i),
     );
   });
 
