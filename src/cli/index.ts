@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { AuditGatewayError, EXIT, messageOf } from '../errors.js';
+import { AuditGatewayError, EXIT, messageOf, sqlState } from '../errors.js';
 import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerReplay } from './commands/replay.js';
@@ -12,6 +12,7 @@ import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
+import { guardStdout } from './output.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -49,6 +50,8 @@ export function buildProgram(): Command {
  * @param argv `process.argv`
  */
 export async function runCli(argv: string[]): Promise<number> {
+  // Help or output into a pipe that closes early (`| head`) ends quietly, for every command.
+  guardStdout();
   const program = buildProgram();
   const verbose = argv.includes('--verbose');
   try {
@@ -65,7 +68,12 @@ export async function runCli(argv: string[]): Promise<number> {
       if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
       return err.exitCode;
     }
-    process.stderr.write(`audit-gateway: ${messageOf(err)}\n`);
+    // undefined_table (PostgreSQL docs, Appendix A): a database nobody migrated.
+    const fix =
+      sqlState(err) === '42P01'
+        ? ': this database has no audit-gateway schema; run `audit-gateway migrate` first (with the same --database-url or --data-dir)'
+        : '';
+    process.stderr.write(`audit-gateway: ${messageOf(err)}${fix}\n`);
     if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
     return EXIT.FAILED;
   }
