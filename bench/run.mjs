@@ -764,7 +764,7 @@ function report(opts, data, db, res, notes, started) {
     `- rows: ${fmtInt(data.rows)} per method (b: the first ${fmtInt(data.subset.length)}; d: the first ${fmtInt(data.peerRows)}); ${data.source}; NDJSON ${MB(data.bytes)} (${(data.bytes / data.rows).toFixed(0)} B/entry), COPY text ${MB(data.copyBytes)}`,
   );
   L.push(
-    '- schema: migrations/*.sql (audit_log with its PK, the unique (request_id, timestamp) and B-trees on timestamp, client_subject and tool_name); tables truncated, VACUUM and CHECKPOINT before every run',
+    '- schema: migrations/*.sql (audit_log with its PK, UNIQUE (timestamp, request_id), a hash index on request_id, B-trees on client_subject and tool_name); tables truncated, VACUUM and CHECKPOINT before every run',
   );
   L.push(`- command: \`npm run bench -- ${process.argv.slice(2).join(' ')}\``.replace(' -- `', '`'));
   L.push('');
