@@ -4,8 +4,8 @@
  * - A batch of at least `copyMinRows` entries is written with `COPY audit_log (…) FROM STDIN` in text
  *   format (pg-copy-streams, on a dedicated client, never `pool.query`); a smaller one with one
  *   `INSERT … SELECT FROM unnest($1::uuid[], …)`: one array per column, so no batch size can reach
- *   the 65,535 bind-parameter limit (known-traps C24). Both send the same column texts
- *   ({@link EntryRow}), so both store identical rows (C02, C23).
+ *   the 65,535 bind-parameter limit (known-traps C24). Both send the same column texts (the INSERT
+ *   path decodes the entry's COPY line), so both store identical rows (C02, C23).
  * - Exactly once: (request_id, timestamp) is unique. The INSERT path says `ON CONFLICT DO NOTHING`;
  *   when a COPY meets a stored key (SQLSTATE 23505: a retried batch whose commit outcome was
  *   unknown, a replayed file, a client's resend) the batch is written again by the INSERT path, so
@@ -26,8 +26,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { decodeCopyRow } from '../entry/copyDecode.js';
-import { encodeCopyRow } from '../entry/copyText.js';
-import { ENTRY_COLUMNS, type EntryRow } from '../entry/parse.js';
+import { ENTRY_COLUMNS } from '../entry/parse.js';
 import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -42,11 +41,6 @@ export interface WriteEntry {
   copy: Buffer;
   raw: Buffer;
   source: string;
-}
-
-/** Makes the {@link WriteEntry} of a parsed entry. */
-export function writeEntry(row: EntryRow, raw: Buffer, source: string): WriteEntry {
-  return { copy: Buffer.from(encodeCopyRow(row), 'utf8'), raw, source };
 }
 
 /** The column texts of an entry, in ENTRY_COLUMNS order (the COPY line decoded). */

@@ -15,7 +15,15 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { encodeCopyRow } from './copyText.js';
-import { type ParseOptions, parseEntry, type RejectCode } from './parse.js';
+import {
+  BIGINT_MAX,
+  DAYS_IN_MONTH,
+  ENTRY_COLUMNS,
+  MAX_EPOCH_MS,
+  type ParseOptions,
+  parseEntry,
+  type RejectCode,
+} from './parse.js';
 
 /** The outcome of {@link EntryEncoder.encode}. */
 export type EncodeResult =
@@ -45,18 +53,8 @@ const F_ARGS = 6;
 const F_STATUS = 7;
 const F_ERROR = 8;
 const F_LATENCY = 9;
-const FIELDS = [
-  'request_id',
-  'timestamp',
-  'client_subject',
-  'client_role',
-  'tool_name',
-  'backend_name',
-  'request_args',
-  'response_status',
-  'error_message',
-  'latency_ms',
-].map((f) => Buffer.from(f, 'latin1'));
+/** The known top-level field names, as bytes, by index (every ENTRY_COLUMNS column but `extra`). */
+const FIELDS = ENTRY_COLUMNS.filter((c) => c !== 'extra').map((f) => Buffer.from(f, 'latin1'));
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -67,10 +65,8 @@ const CR = 0x0d;
 const MAX_DEPTH = 64;
 const REDACTED = Buffer.from('"[REDACTED]"', 'latin1');
 const NULL_COPY = Buffer.from('\\N', 'latin1');
-/** "9223372036854775807": the largest bigint, for 19-digit latency_ms values. */
-const BIGINT_MAX = Buffer.from('9223372036854775807', 'latin1');
-const MAX_EPOCH_MS = 8.64e15;
-const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+/** The largest bigint as digits, for 19-digit latency_ms values. */
+const BIGINT_MAX_DIGITS = Buffer.from(BIGINT_MAX.toString(), 'latin1');
 /** Size of the output slabs; an entry needs about 300 bytes. */
 const SLAB_BYTES = 64 * 1024;
 
@@ -722,7 +718,7 @@ export class EntryEncoder {
     const e = this.end[F_LATENCY]!;
     for (let i = s; i < e; i++) if (b[i]! < 0x30 || b[i]! > 0x39) return false; // -, ., e, string …
     if (e - s > 19) return false;
-    if (e - s === 19 && b.compare(BIGINT_MAX, 0, 19, s, e) > 0) return false;
+    if (e - s === 19 && b.compare(BIGINT_MAX_DIGITS, 0, 19, s, e) > 0) return false;
     this.copyRaw(s, e);
     return true;
   }

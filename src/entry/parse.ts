@@ -111,9 +111,11 @@ const UUID = /^(\{)?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}(\})?$/;
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/;
 /** ±8.64e15 ms is the range of an ECMAScript Date; Postgres holds all of it. */
-const MAX_EPOCH_MS = 8.64e15;
-const BIGINT_MAX = 9223372036854775807n;
-const DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+export const MAX_EPOCH_MS = 8.64e15;
+/** The largest `bigint` (latency_ms). */
+export const BIGINT_MAX = 9223372036854775807n;
+/** Days per month, February in a leap year (RFC 3339 §5.7). */
+export const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 function typeName(v: unknown): string {
   if (v === null) return 'null';
@@ -138,7 +140,7 @@ export function timestampFault(s: string): string | null {
   if (year === 0) return 'year 0000 is out of range';
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   if (month < 1 || month > 12) return 'month out of range';
-  if (day < 1 || day > (month === 2 && !leap ? 28 : DAYS[month - 1]!)) return 'day out of range';
+  if (day < 1 || day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return 'day out of range';
   if (hour > 23 || minute > 59 || second > 60) return 'time of day out of range';
   if (m[7] && (Number(m[8]) > 15 || Number(m[9]) > 59)) return 'zone offset out of range';
   return null;

@@ -417,11 +417,11 @@ export class IngestQueue {
               'unexpected error writing a batch; retrying',
             );
           } else {
-            this.observer.postgresUp?.(false);
             if (this.spool) {
               this.enterSpoolMode(err);
               continue; // straight to the spool
             }
+            this.observer.postgresUp?.(false);
             if (attempt === 0)
               this.log.warn(
                 { err: messageOf(err), entries: entries.length },

@@ -23,12 +23,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createPool } from '../../src/db/connect.js';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
-import { EntryEncoder } from '../../src/entry/encode.js';
-import { DEFAULT_REDACT_KEYS } from '../../src/entry/parse.js';
 import { type BatchSink, IngestQueue, type ItemOwner } from '../../src/ingest/queue.js';
 import { Spool } from '../../src/ingest/spool.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeEntryOf } from '../helpers/entries.js';
 import { startPgProxy } from '../helpers/ownPostgres.js';
 
 /** Makes the next `writeSync` whose buffer is at least `minBytes` long write only half of it. */
@@ -47,24 +46,19 @@ vi.mock('node:fs', async (importOriginal) => {
 });
 
 let t: TestDatabase;
-const encoder = new EntryEncoder({ redactKeys: new Set(DEFAULT_REDACT_KEYS) });
 const log = silentLogger();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function entry(n: number): WriteEntry {
-  const raw = Buffer.from(
-    JSON.stringify({
-      request_id: `e7700000-0000-4000-8000-${n.toString().padStart(12, '0')}`,
-      timestamp: '2024-05-01T12:00:00Z',
-      client_subject: 'user:ada.example',
-      tool_name: 'sql.query',
-      response_status: 'ok',
-      latency_ms: n,
-    }),
-  );
-  const r = encoder.encode(raw);
-  if (!r.ok) throw new Error(r.reason);
-  return { copy: r.copy, raw, source: `test ${n}` };
+  const line = JSON.stringify({
+    request_id: `e7700000-0000-4000-8000-${n.toString().padStart(12, '0')}`,
+    timestamp: '2024-05-01T12:00:00Z',
+    client_subject: 'user:ada.example',
+    tool_name: 'sql.query',
+    response_status: 'ok',
+    latency_ms: n,
+  });
+  return writeEntryOf(line, `test ${n}`);
 }
 
 function push(queue: IngestQueue, owner: ItemOwner, from: number, to: number): void {

@@ -10,30 +10,31 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
-import { EntryEncoder } from '../../src/entry/encode.js';
-import { DEFAULT_REDACT_KEYS } from '../../src/entry/parse.js';
 import { type BatchSink, IngestQueue, type ItemOwner, type ItemResult } from '../../src/ingest/queue.js';
 import { Spool } from '../../src/ingest/spool.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeEntryOf } from '../helpers/entries.js';
 
 let t: TestDatabase;
-const encoder = new EntryEncoder({ redactKeys: new Set(DEFAULT_REDACT_KEYS) });
-
 function entry(n: number, tool = 'sql.query'): WriteEntry {
-  const raw = Buffer.from(
-    JSON.stringify({
-      request_id: `a5500000-0000-4000-8000-${n.toString().padStart(12, '0')}`,
-      timestamp: '2024-05-01T12:00:00Z',
-      client_subject: 'user:ada.example',
-      tool_name: tool,
-      response_status: 'ok',
-      latency_ms: n,
-    }),
-  );
-  const r = encoder.encode(raw);
-  if (!r.ok) throw new Error(r.reason);
-  return { copy: r.copy, raw, source: `test ${n}` };
+  const line = JSON.stringify({
+    request_id: `a5500000-0000-4000-8000-${n.toString().padStart(12, '0')}`,
+    timestamp: '2024-05-01T12:00:00Z',
+    client_subject: 'user:ada.example',
+    tool_name: tool,
+    response_status: 'ok',
+    latency_ms: n,
+  });
+  return writeEntryOf(line, `test ${n}`);
+}
+
+/** Queues entries seq 1..count, entry `base + seq` each (tool 'poison' for seq `poisoned`). */
+function fill(queue: IngestQueue, count: number, base: number, owner?: ItemOwner, poisoned = -1): void {
+  for (let seq = 1; seq <= count; seq++) {
+    const e = entry(base + seq, seq === poisoned ? 'poison' : 'sql.query');
+    queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
+  }
 }
 
 beforeAll(async () => {
@@ -74,10 +75,7 @@ describe('IngestQueue group writes', () => {
       const settled: [number, ItemResult][] = [];
       const owner: ItemOwner = { settled: (seq, result) => settled.push([seq, result]) };
       const N = 5000;
-      for (let seq = 1; seq <= N; seq++) {
-        const e = entry(seq, seq === 2345 ? 'poison' : 'sql.query');
-        queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
-      }
+      fill(queue, N, 0, owner, 2345);
       await queue.drain();
 
       // The first batch went alone (the writer was idle); the rest waited and were merged.
@@ -143,10 +141,7 @@ describe('IngestQueue group writes', () => {
     const settled: number[] = [];
     const owner: ItemOwner = { settled: (seq, r) => r.ok && settled.push(seq) };
     const N = 3000;
-    for (let seq = 1; seq <= N; seq++) {
-      const e = entry(200_000 + seq);
-      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
-    }
+    fill(queue, N, 200_000, owner);
     await queue.drain();
     // The failed write sent the queue to spool mode; the recovery loop loads the spool, in order.
     expect(queue.counters.spooled).toBeGreaterThan(0);
@@ -216,10 +211,7 @@ describe('IngestQueue group writes', () => {
     const settled: number[] = [];
     const owner: ItemOwner = { settled: (seq, r) => r.ok && settled.push(seq) };
     const N = 3000;
-    for (let seq = 1; seq <= N; seq++) {
-      const e = entry(300_000 + seq);
-      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, owner, seq });
-    }
+    fill(queue, N, 300_000, owner);
     await queue.drain();
     await pool.end();
     expect(cut).toBe(true);
@@ -239,10 +231,7 @@ describe('IngestQueue group writes', () => {
       null,
       { batchWritten: (n) => writes.push(n) },
     );
-    for (let seq = 1; seq <= 1000; seq++) {
-      const e = entry(100_000 + seq);
-      queue.push({ kind: 'entry', entry: e, bytes: e.copy.length + e.raw.length, seq });
-    }
+    fill(queue, 1000, 100_000);
     await queue.drain();
     expect(writes).toEqual(Array(10).fill(100));
   });

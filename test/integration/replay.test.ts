@@ -7,10 +7,9 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeEntry } from '../../src/db/writer.js';
-import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeEntryOf } from '../helpers/entries.js';
 import { seedEntries } from '../helpers/seed.js';
 import { BIN, cleanEnv, cleanupServes, type RunResult, run, tempDir } from '../helpers/serve.js';
 
@@ -145,13 +144,9 @@ describe('replay', () => {
 
     // a spool segment: two records (20 entries and one reject)
     const stag = 'e7040000';
-    const redactKeys = new Set<string>(DEFAULT_REDACT_KEYS);
-    const entries = Array.from({ length: 20 }, (_, k) => {
-      const raw = Buffer.from(entryLine(stag, k + 1));
-      const p = parseEntry(raw, { redactKeys });
-      if (!p.ok) throw new Error(p.reason);
-      return writeEntry(p.row, raw, `seg ${k + 1}`);
-    });
+    const entries = Array.from({ length: 20 }, (_, k) =>
+      writeEntryOf(entryLine(stag, k + 1), `seg ${k + 1}`),
+    );
     const seg = join(dir, 'spool-0000000000000007.seg');
     await writeFile(
       seg,

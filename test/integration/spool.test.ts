@@ -8,13 +8,12 @@
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RejectRecord, type WriteEntry, writeEntry } from '../../src/db/writer.js';
-import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
+import type { RejectRecord, WriteEntry } from '../../src/db/writer.js';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeEntryOf } from '../helpers/entries.js';
 import { cleanupServes, type ServeProcess, send, startServe, tempDir, waitFor } from '../helpers/serve.js';
 
-const REDACT = new Set<string>(DEFAULT_REDACT_KEYS);
 let t: TestDatabase;
 
 beforeAll(async () => {
@@ -45,12 +44,7 @@ function line(tag: string, n: number): string {
 
 function entries(tag: string, from: number, to: number): WriteEntry[] {
   const out: WriteEntry[] = [];
-  for (let n = from; n <= to; n++) {
-    const raw = Buffer.from(line(tag, n));
-    const r = parseEntry(raw, { redactKeys: REDACT });
-    if (!r.ok) throw new Error(r.reason);
-    out.push(writeEntry(r.row, raw, `test line ${n}`));
-  }
+  for (let n = from; n <= to; n++) out.push(writeEntryOf(line(tag, n), `test line ${n}`));
   return out;
 }
 

@@ -7,20 +7,14 @@ import { Writable } from 'node:stream';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchWriter, type WriteEntry, writeEntry } from '../../src/db/writer.js';
-import { DEFAULT_REDACT_KEYS, parseEntry } from '../../src/entry/parse.js';
+import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
 import { silentLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeEntryOf } from '../helpers/entries.js';
 
 let t: TestDatabase;
-const REDACT = new Set<string>(DEFAULT_REDACT_KEYS);
 
-function entry(line: string): WriteEntry {
-  const raw = Buffer.from(line);
-  const r = parseEntry(raw, { redactKeys: REDACT });
-  if (!r.ok) throw new Error(r.reason);
-  return writeEntry(r.row, raw, 'test');
-}
+const entry = (line: string): WriteEntry => writeEntryOf(line);
 
 function line(id: string, over: Record<string, unknown> = {}): string {
   return JSON.stringify({
