@@ -20,7 +20,6 @@ import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { filtersOf } from '../dist/cli/readOptions.js';
@@ -30,7 +29,7 @@ import { CopyRowSplitter, decodeCopyValue } from '../dist/entry/copyDecode.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
-import { cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
+import { benchArgs, cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
 import { makeGenerator } from './lib/gen.mjs';
 import { CLK_TCK, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
 
@@ -59,33 +58,23 @@ const USAGE = `usage: npm run bench:read -- [options]
 // Options
 
 function options() {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      options: {
-        rows: { type: 'string' },
-        quick: { type: 'boolean', default: false },
-        small: { type: 'string' },
-        days: { type: 'string', default: '7' },
-        repeat: { type: 'string' },
-        'search-runs': { type: 'string' },
-        'cli-runs': { type: 'string' },
-        'tail-seconds': { type: 'string' },
-        'tail-rate': { type: 'string', default: '200' },
-        seed: { type: 'string', default: '42' },
-        out: { type: 'string', default: join(HERE, 'READ-RESULTS.md') },
-        keep: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }).values;
-  } catch (err) {
-    console.error(`${err.message}\n${USAGE}`);
-    process.exit(2);
-  }
-  if (parsed.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
+  const parsed = benchArgs(
+    {
+      rows: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      small: { type: 'string' },
+      days: { type: 'string', default: '7' },
+      repeat: { type: 'string' },
+      'search-runs': { type: 'string' },
+      'cli-runs': { type: 'string' },
+      'tail-seconds': { type: 'string' },
+      'tail-rate': { type: 'string', default: '200' },
+      seed: { type: 'string', default: '42' },
+      out: { type: 'string', default: join(HERE, 'READ-RESULTS.md') },
+      keep: { type: 'boolean', default: false },
+    },
+    USAGE,
+  );
   const num = wholeNumber;
   const quick = parsed.quick;
   const rows = num('rows', parsed.rows ?? (quick ? 100_000 : 1_000_000), 1000);

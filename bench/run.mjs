@@ -27,14 +27,13 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startEmbedded } from '../dist/db/embedded.js';
 import { migrate } from '../dist/db/migrate.js';
 import { encodeCopyRow } from '../dist/entry/copyText.js';
 import { DEFAULT_REDACT_KEYS, ENTRY_COLUMNS, parseEntry } from '../dist/entry/parse.js';
 import { silentLogger } from '../dist/log.js';
-import { cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
+import { benchArgs, cleanEnv, percentile, say, wholeNumber, writer } from './lib/common.mjs';
 import { makeCorpusReplicator, makeGenerator } from './lib/gen.mjs';
 import { findRsyslog, hasSyslogNgSql, startRsyslog } from './lib/peers.mjs';
 import { CLK_TCK, cpuTicks, machine, statusKb, treeCpuTicks } from './lib/proc.mjs';
@@ -63,32 +62,22 @@ const USAGE = `usage: npm run bench -- [options]
 // Options
 
 function options() {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      options: {
-        rows: { type: 'string' },
-        quick: { type: 'boolean', default: false },
-        corpus: { type: 'string' },
-        only: { type: 'string', default: 'a,b,c,d' },
-        'insert-rows': { type: 'string' },
-        'peer-rows': { type: 'string' },
-        'latency-seconds': { type: 'string' },
-        profile: { type: 'boolean', default: false },
-        seed: { type: 'string', default: '42' },
-        out: { type: 'string', default: join(HERE, 'RESULTS.md') },
-        keep: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }).values;
-  } catch (err) {
-    console.error(`${err.message}\n${USAGE}`);
-    process.exit(2);
-  }
-  if (parsed.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
+  const parsed = benchArgs(
+    {
+      rows: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      corpus: { type: 'string' },
+      only: { type: 'string', default: 'a,b,c,d' },
+      'insert-rows': { type: 'string' },
+      'peer-rows': { type: 'string' },
+      'latency-seconds': { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      seed: { type: 'string', default: '42' },
+      out: { type: 'string', default: join(HERE, 'RESULTS.md') },
+      keep: { type: 'boolean', default: false },
+    },
+    USAGE,
+  );
   const num = wholeNumber;
   const quick = parsed.quick;
   const rows = num('rows', parsed.rows ?? (quick ? 100_000 : 1_000_000), 16);

@@ -1,5 +1,6 @@
 /** Helpers shared by bench/run.mjs and bench/read.mjs. */
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 
 /** Prints one progress line on stdout. */
 export function say(msg) {
@@ -59,4 +60,25 @@ export function wholeNumber(name, value, min) {
     process.exit(2);
   }
   return n;
+}
+
+/**
+ * The bench's flags (node:util parseArgs, plus `-h/--help`): prints `usage` and exits 0 on help,
+ * exits 2 with the parser's message and `usage` on a bad command line.
+ */
+export function benchArgs(options, usage) {
+  let values;
+  try {
+    values = parseArgs({
+      options: { ...options, help: { type: 'boolean', short: 'h', default: false } },
+    }).values;
+  } catch (err) {
+    console.error(`${err.message}\n${usage}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  return values;
 }
