@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { argFilterJson, type Filters } from '../db/filter.js';
+import { isUuid } from '../entry/grammar.js';
 import { UsageError } from '../errors.js';
 import { parseTime, TIME_GRAMMAR } from '../util/time.js';
 
@@ -25,9 +26,6 @@ export interface FilterOptions {
   /** false with `--no-color`. */
   color?: boolean;
 }
-
-/** Postgres' uuid_in: 32 hex digits, an optional '-' after any group of four, optional braces. */
-const UUID = /^\{?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}\}?$/;
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -82,7 +80,7 @@ export function filtersOf(opts: FilterOptions, now: Date = new Date()): Filters 
   if (opts.backend !== undefined) f.backend = opts.backend;
   if (opts.status !== undefined) f.status = opts.status;
   if (opts.requestId !== undefined) {
-    if (!UUID.test(opts.requestId))
+    if (!isUuid(opts.requestId))
       throw new UsageError(`--request-id: '${opts.requestId}' is not a UUID (32 hex digits)`);
     f.requestId = opts.requestId;
   }

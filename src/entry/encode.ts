@@ -17,13 +17,15 @@ import { isUtf8 } from 'node:buffer';
 import { encodeCopyRow } from './copyText.js';
 import {
   BIGINT_MAX,
-  DAYS_IN_MONTH,
   ENTRY_COLUMNS,
-  MAX_EPOCH_MS,
-  type ParseOptions,
-  parseEntry,
-  type RejectCode,
-} from './parse.js';
+  epochMsBytes,
+  isUuidBytes,
+  REDACTED_JSON,
+  rfc3339FaultBytes,
+  type TextFieldRule,
+  textRule,
+} from './grammar.js';
+import { type ParseOptions, parseEntry, type RejectCode } from './parse.js';
 
 /** The outcome of {@link EntryEncoder.encode}. */
 export type EncodeResult =
@@ -53,6 +55,12 @@ const F_ARGS = 6;
 const F_STATUS = 7;
 const F_ERROR = 8;
 const F_LATENCY = 9;
+const R_SUBJECT = textRule('client_subject');
+const R_ROLE = textRule('client_role');
+const R_TOOL = textRule('tool_name');
+const R_BACKEND = textRule('backend_name');
+const R_STATUS = textRule('response_status');
+const R_ERROR = textRule('error_message');
 /** The known top-level field names, as bytes, by index (every ENTRY_COLUMNS column but `extra`). */
 const FIELDS = ENTRY_COLUMNS.filter((c) => c !== 'extra').map((f) => Buffer.from(f, 'latin1'));
 
@@ -63,10 +71,12 @@ const LF = 0x0a;
 const CR = 0x0d;
 /** Deeper values are left to the reference path (which rejects what the stack cannot hold). */
 const MAX_DEPTH = 64;
-const REDACTED = Buffer.from('"[REDACTED]"', 'latin1');
+const REDACTED = Buffer.from(REDACTED_JSON, 'latin1');
 const NULL_COPY = Buffer.from('\\N', 'latin1');
 /** The largest bigint as digits, for 19-digit latency_ms values. */
 const BIGINT_MAX_DIGITS = Buffer.from(BIGINT_MAX.toString(), 'latin1');
+/** Unknown top-level keys compared one by one before a Set takes over (see `unknown`). */
+const LINEAR_KEYS = 8;
 /** Size of the output slabs; an entry needs about 300 bytes. */
 const SLAB_BYTES = 64 * 1024;
 
@@ -114,6 +124,8 @@ export class EntryEncoder {
   private extras: number[] = [];
   /** Spans of request_args values to redact: start, end, per value. */
   private redactions: number[] = [];
+  /** Hash table of the extras' keys (index + 1 per slot, 0 empty), once a line has many. */
+  private slots: Int32Array = new Int32Array(0);
 
   constructor(private readonly options: ParseOptions) {
     this.redactOn = options.redactKeys.size > 0;
@@ -174,27 +186,27 @@ export class EntryEncoder {
     this.o = o0;
     const b = line;
     // request_id: a UUID as uuid_in reads it, written as sent.
-    if (!this.plainString(F_REQUEST_ID) || !this.isUuid(s[F_REQUEST_ID]! + 1, this.end[F_REQUEST_ID]! - 1))
+    if (!this.plainString(F_REQUEST_ID) || !isUuidBytes(b, s[F_REQUEST_ID]! + 1, this.end[F_REQUEST_ID]! - 1))
       return null;
     this.copyRaw(s[F_REQUEST_ID]! + 1, this.end[F_REQUEST_ID]! - 1);
     this.tab();
     if (!this.timestamp()) return null;
     this.tab();
-    if (!this.text(F_SUBJECT, true, 0, 1024)) return null;
+    if (!this.text(F_SUBJECT, R_SUBJECT)) return null;
     this.tab();
-    if (!this.text(F_ROLE, false, 0, Number.POSITIVE_INFINITY)) return null;
+    if (!this.text(F_ROLE, R_ROLE)) return null;
     this.tab();
-    if (!this.text(F_TOOL, true, 1, 1024)) return null;
+    if (!this.text(F_TOOL, R_TOOL)) return null;
     this.tab();
-    if (!this.text(F_BACKEND, false, 0, Number.POSITIVE_INFINITY)) return null;
+    if (!this.text(F_BACKEND, R_BACKEND)) return null;
     this.tab();
     const a = s[F_ARGS]!;
     if (a < 0 || b[a] === 0x6e /* null */) this.nullValue();
     else this.jsonText(a, this.end[F_ARGS]!, true);
     this.tab();
-    if (!this.text(F_STATUS, true, 1, 64)) return null;
+    if (!this.text(F_STATUS, R_STATUS)) return null;
     this.tab();
-    if (!this.text(F_ERROR, false, 0, Number.POSITIVE_INFINITY)) return null;
+    if (!this.text(F_ERROR, R_ERROR)) return null;
     this.tab();
     if (!this.latency()) return null;
     this.tab();
@@ -246,16 +258,64 @@ export class EntryEncoder {
     }
   }
 
-  /** Records an unknown top-level member for `extra`; false on a repeated key. */
+  /**
+   * Records an unknown top-level member for `extra`; false on a repeated key. The first few keys are
+   * compared directly; past {@link LINEAR_KEYS}, an open-addressing table of key hashes (FNV-1a over
+   * the key's bytes, compared byte for byte on a hash match) finds repeats, so tens of thousands of
+   * keys cost linear time, not quadratic, and no string per key.
+   */
   private unknown(ks: number, ke: number, vs: number, ve: number): boolean {
     const b = this.b;
     if (this.ignore?.has(b.toString('utf8', ks + 1, ke - 1))) return true;
     const x = this.extras;
-    for (let k = 0; k < x.length; k += 4) {
-      if (x[k + 1]! - x[k]! === ke - ks && b.compare(b, ks, ke, x[k], x[k + 1]) === 0) return false;
+    const count = x.length / 4;
+    if (count < LINEAR_KEYS) {
+      for (let k = 0; k < x.length; k += 4) {
+        if (x[k + 1]! - x[k]! === ke - ks && b.compare(b, ks, ke, x[k], x[k + 1]) === 0) return false;
+      }
+    } else {
+      if (count === LINEAR_KEYS || 2 * (count + 1) > this.slots.length) this.rehash(count);
+      if (!this.insertKey(ks, ke, count)) return false;
     }
     x.push(ks, ke, vs, ve);
     return true;
+  }
+
+  /** FNV-1a of b[s, e). */
+  private hashKey(s: number, e: number): number {
+    const b = this.b;
+    let h = 0x811c9dc5;
+    for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    return h >>> 0;
+  }
+
+  /**
+   * Puts the key b[ks, ke) of extras member `member` in the hash table, or finds it there.
+   * @returns false when an equal key is already there
+   */
+  private insertKey(ks: number, ke: number, member: number): boolean {
+    const slots = this.slots;
+    const mask = slots.length - 1;
+    const b = this.b;
+    const x = this.extras;
+    for (let at = this.hashKey(ks, ke) & mask; ; at = (at + 1) & mask) {
+      const m = slots[at]! - 1;
+      if (m < 0) {
+        slots[at] = member + 1;
+        return true;
+      }
+      const os = x[4 * m]!;
+      const oe = x[4 * m + 1]!;
+      if (oe - os === ke - ks && b.compare(b, ks, ke, os, oe) === 0) return false;
+    }
+  }
+
+  /** A table with room for twice `count` keys more, holding the first `count` extras' keys. */
+  private rehash(count: number): void {
+    let size = 64;
+    while (size < 4 * (count + 1)) size *= 2;
+    this.slots = new Int32Array(size);
+    for (let m = 0; m < count; m++) this.insertKey(this.extras[4 * m]!, this.extras[4 * m + 1]!, m);
   }
 
   /** Index of a known top-level field named by b[s, e), or -1. */
@@ -508,89 +568,19 @@ export class EntryEncoder {
     return true;
   }
 
-  /** uuid_in's syntax: 32 hex digits, an optional '-' after any group of four, optional braces. */
-  private isUuid(s: number, e: number): boolean {
-    const b = this.b;
-    const braces = b[s] === 0x7b;
-    if (braces) {
-      if (b[e - 1] !== 0x7d) return false;
-      s++;
-      e--;
-    }
-    let i = s;
-    for (let group = 0; group < 8; group++) {
-      if (group > 0 && b[i] === 0x2d) i++;
-      for (let k = 0; k < 4; k++) if (i >= e || hexValue(b[i++]!) < 0) return false;
-    }
-    return i === e;
-  }
-
-  /** Two decimal digits at `i`, or -1. */
-  private two(i: number): number {
-    const b = this.b;
-    const x = b[i]! - 0x30;
-    const y = b[i + 1]! - 0x30;
-    return x >= 0 && x <= 9 && y >= 0 && y <= 9 ? x * 10 + y : -1;
-  }
-
-  /**
-   * b[s, e) is an RFC 3339 date-time with a zone that {@link timestampFault} accepts (the same
-   * grammar and ranges, on bytes: `YYYY-MM-DD`, `T`/`t`/space, `HH:MM:SS`, an optional fraction,
-   * `Z`/`z` or `±HH:MM`).
-   */
-  private isRfc3339(s: number, e: number): boolean {
-    const b = this.b;
-    if (e - s < 20) return false;
-    const hi = this.two(s);
-    const lo = this.two(s + 2);
-    const month = this.two(s + 5);
-    const day = this.two(s + 8);
-    const hour = this.two(s + 11);
-    const minute = this.two(s + 14);
-    const second = this.two(s + 17);
-    if (hi < 0 || lo < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0) return false;
-    const t = b[s + 10];
-    if (b[s + 4] !== 0x2d || b[s + 7] !== 0x2d || b[s + 13] !== 0x3a || b[s + 16] !== 0x3a) return false;
-    if (t !== 0x54 && t !== 0x74 && t !== 0x20) return false;
-    let i = s + 19;
-    if (b[i] === 0x2e) {
-      i++;
-      const digits = i;
-      while (i < e && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
-      if (i === digits) return false;
-    }
-    if (b[i] === 0x5a || b[i] === 0x7a) {
-      if (i + 1 !== e) return false;
-    } else {
-      if ((b[i] !== 0x2b && b[i] !== 0x2d) || i + 6 !== e || b[i + 3] !== 0x3a) return false;
-      const zh = this.two(i + 1);
-      const zm = this.two(i + 4);
-      if (zh < 0 || zm < 0 || zh > 15 || zm > 59) return false;
-    }
-    const year = hi * 100 + lo;
-    if (year === 0 || month < 1 || month > 12 || day < 1) return false;
-    const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
-    if (day > (month === 2 ? (leap ? 29 : 28) : DAYS_IN_MONTH[month - 1]!)) return false;
-    return hour <= 23 && minute <= 59 && second <= 60;
-  }
-
   /** The timestamp column: an RFC 3339 string as sent, or epoch milliseconds as ISO 8601 UTC. */
   private timestamp(): boolean {
     const s = this.start[F_TIMESTAMP]!;
     const e = this.end[F_TIMESTAMP]!;
     const b = this.b;
     if (b[s] === QUOTE) {
-      if (!this.plainString(F_TIMESTAMP) || !this.isRfc3339(s + 1, e - 1)) return false;
+      if (!this.plainString(F_TIMESTAMP) || rfc3339FaultBytes(b, s + 1, e - 1) !== null) return false;
       this.copyRaw(s + 1, e - 1);
       return true;
     }
-    // Epoch milliseconds: an integer written without fraction or exponent.
-    let i = s;
-    if (b[i] === 0x2d) i++;
-    if (i === e || e - i > 16) return false;
-    for (; i < e; i++) if (b[i]! < 0x30 || b[i]! > 0x39) return false;
-    const ms = Number(b.toString('latin1', s, e));
-    if (!Number.isSafeInteger(ms) || Math.abs(ms) > MAX_EPOCH_MS) return false;
+    // Epoch milliseconds: an integer written without fraction or exponent (grammar.ts).
+    const ms = epochMsBytes(b, s, e);
+    if (typeof ms === 'string') return false;
     this.o += this.out.write(new Date(ms).toISOString(), this.o, 'latin1');
     return true;
   }
@@ -599,7 +589,10 @@ export class EntryEncoder {
    * A text column: a JSON string decoded and COPY-escaped, or `\N` for a missing or null optional
    * field. False (decline) for another type or a length outside [min, max] UTF-8 bytes.
    */
-  private text(f: number, required: boolean, min: number, max: number): boolean {
+  private text(f: number, rule: TextFieldRule): boolean {
+    const required = rule.required;
+    const min = rule.minBytes;
+    const max = rule.maxBytes;
     const s = this.start[f]!;
     const b = this.b;
     if (s < 0 || b[s] === 0x6e) {

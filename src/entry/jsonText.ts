@@ -1,94 +1,141 @@
 /**
- * Works on JSON *text* rather than on parsed values, so that `request_args` and `extra` keep every
- * digit of their numbers (CONTRACT.md §3: "nothing passes through a JS number").
+ * Works on JSON *text* (UTF-8 bytes) rather than on parsed values, so that `request_args` and `extra`
+ * keep every digit of their numbers (CONTRACT.md §3: "nothing passes through a JS number").
  *
- * The input is always text that `JSON.parse` has already accepted, so these scanners check nothing:
- * they only find spans and rewrite string literals.
+ * Every function here is iterative and makes one forward pass: time and memory are linear in the
+ * text, whatever its shape (deep nesting, tens of thousands of keys or escapes), CONTRACT.md §3 "Any
+ * line, any client". No recursion, no rescans, no string per escape (a bad escape is patched in
+ * place: `\u0000` and `\ufffd` have the same length).
+ *
+ * {@link scanMembers} runs before `JSON.parse` (to refuse too deep a value before it costs
+ * anything) and must therefore survive any bytes; {@link rewriteJson} is given text that
+ * `JSON.parse` has accepted.
  */
+import { MAX_JSON_DEPTH, MAX_PATH_CHARS, MAX_REPORTED_PATHS, REDACTED_JSON } from './grammar.js';
 
-/** A `[start, end)` character range of a value inside the JSON text. */
+/** A `[start, end)` byte range of a value inside the line. */
 export interface Span {
   start: number;
   end: number;
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
 /** True for JSON whitespace: space, tab, LF, CR. */
-function isWs(c: number): boolean {
+function isWs(c: number | undefined): boolean {
   return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 }
 
-function skipWs(text: string, i: number): number {
-  while (i < text.length && isWs(text.charCodeAt(i))) i++;
+function skipWs(b: Uint8Array, i: number, n: number): number {
+  while (i < n && isWs(b[i])) i++;
   return i;
 }
 
-/** Index just past the string literal whose opening quote is at `i`. */
-function skipString(text: string, i: number): number {
+/** Index just past the string literal whose opening quote is at `i` (at most `n`). */
+function skipString(b: Uint8Array, i: number, n: number): number {
   i++;
-  for (;;) {
-    const q = text.indexOf('"', i);
-    // Count the backslashes right before the quote: an odd count escapes it.
-    let bs = 0;
-    for (let j = q - 1; text.charCodeAt(j) === 0x5c; j--) bs++;
-    if (bs % 2 === 0) return q + 1;
-    i = q + 1;
+  while (i < n) {
+    const c = b[i]!;
+    if (c === QUOTE) return i + 1;
+    i += c === BACKSLASH ? 2 : 1;
   }
+  return n;
 }
 
-/** Index just past the value that starts at `i` (after whitespace). */
-function skipValue(text: string, i: number): number {
-  const c = text.charCodeAt(i);
-  if (c === 0x22) return skipString(text, i);
+/**
+ * Index just past the value at `i` (no leading whitespace), or -1 when its nesting passes
+ * `maxDepth` containers. Iterative: a counter, not a stack, since only brackets matter here.
+ */
+function skipValue(b: Uint8Array, i: number, n: number, maxDepth: number): number {
+  const c = b[i];
+  if (c === QUOTE) return skipString(b, i, n);
   if (c === 0x7b || c === 0x5b) {
     let depth = 0;
-    while (i < text.length) {
-      const d = text.charCodeAt(i);
-      if (d === 0x22) {
-        i = skipString(text, i);
+    while (i < n) {
+      const d = b[i]!;
+      if (d === QUOTE) {
+        i = skipString(b, i, n);
         continue;
       }
-      if (d === 0x7b || d === 0x5b) depth++;
-      else if (d === 0x7d || d === 0x5d) {
-        depth--;
-        if (depth === 0) return i + 1;
+      if (d === 0x7b || d === 0x5b) {
+        if (++depth > maxDepth) return -1;
+      } else if (d === 0x7d || d === 0x5d) {
+        if (--depth === 0) return i + 1;
       }
       i++;
     }
-    return i;
+    return n;
   }
-  // number, true, false, null
-  while (i < text.length) {
-    const d = text.charCodeAt(i);
+  // number, true, false, null (or junk, which JSON.parse reports)
+  while (i < n) {
+    const d = b[i]!;
     if (d === 0x2c || d === 0x7d || d === 0x5d || isWs(d)) break;
     i++;
   }
   return i;
 }
 
-/** Decodes a JSON string literal's raw text (quotes included) to its value. */
-function decodeKey(raw: string): string {
-  return raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+/**
+ * The decoded text of the string literal b[s, e) (quotes included): read as is when it holds no
+ * backslash, else through `JSON.parse` (the literal is valid once the line has parsed).
+ */
+export function decodeStringLiteral(b: Buffer, s: number, e: number): string {
+  let plain = true;
+  for (let k = s + 1; k < e - 1; k++) {
+    if (b[k] === BACKSLASH) {
+      plain = false;
+      break;
+    }
+  }
+  const raw = b.toString('utf8', plain ? s + 1 : s, plain ? e - 1 : e);
+  if (plain) return raw;
+  try {
+    return JSON.parse(raw) as string;
+  } catch {
+    return raw; // only for a line JSON.parse has not accepted; its result is never used
+  }
 }
 
+/** The result of {@link scanMembers}. */
+export type MemberScan =
+  | { ok: true; members: Map<string, Span> }
+  /** A value nests deeper than MAX_JSON_DEPTH: `field` is its top-level key, or null for the line. */
+  | { ok: false; field: string | null };
+
 /**
- * The members of the top-level JSON object in `text`, by decoded key, each with the span of its
- * value. A key that occurs twice keeps its last value, as `JSON.parse` does.
+ * The members of the top-level JSON object in `b`, by decoded key, each with the byte span of its
+ * value; a key that occurs twice keeps its last value, as `JSON.parse` does (a Map: hashing, no
+ * rescans). Checks the nesting depth of every value on the way ({@link MAX_JSON_DEPTH} levels), and
+ * of the whole line when it is not an object. Safe on any bytes; the spans are meaningful once the
+ * line parses.
  */
-export function topLevelMembers(text: string): Map<string, Span> {
-  const out = new Map<string, Span>();
-  let i = skipWs(text, 0) + 1; // past '{'
+export function scanMembers(b: Buffer, maxDepth: number = MAX_JSON_DEPTH): MemberScan {
+  const n = b.length;
+  const members = new Map<string, Span>();
+  let i = skipWs(b, 0, n);
+  if (b[i] !== 0x7b) {
+    if (i < n && skipValue(b, i, n, maxDepth) < 0) return { ok: false, field: null };
+    return { ok: true, members };
+  }
+  i++;
   for (;;) {
-    i = skipWs(text, i);
-    if (text.charCodeAt(i) !== 0x22) return out; // '}'
-    const keyEnd = skipString(text, i);
-    const key = decodeKey(text.slice(i, keyEnd));
-    i = skipWs(text, keyEnd) + 1; // past ':'
-    const start = skipWs(text, i);
-    const end = skipValue(text, start);
-    out.delete(key);
-    out.set(key, { start, end });
-    i = skipWs(text, end);
-    if (text.charCodeAt(i) === 0x2c) i++;
+    i = skipWs(b, i, n);
+    if (b[i] !== QUOTE) return { ok: true, members }; // '}', the end, or junk
+    const ks = i;
+    i = skipString(b, i, n);
+    const key = decodeStringLiteral(b, ks, i);
+    i = skipWs(b, i, n);
+    if (b[i] === 0x3a) i++;
+    const start = skipWs(b, i, n);
+    if (start >= n) return { ok: true, members };
+    const end = skipValue(b, start, n, maxDepth);
+    if (end < 0) return { ok: false, field: key };
+    members.delete(key);
+    members.set(key, { start, end });
+    i = skipWs(b, end, n);
+    if (b[i] !== 0x2c) return { ok: true, members };
+    i++;
   }
 }
 
@@ -96,142 +143,243 @@ export function topLevelMembers(text: string): Map<string, Span> {
 export interface Rewritten {
   /** The JSON text to store. */
   text: string;
-  /** JSON paths (`$.a[0].b`) where U+0000 or a lone surrogate was replaced by U+FFFD. */
+  /**
+   * Paths (`request_args.a[0].b`, `request_args.a{key}` for a key) where U+0000 or a lone surrogate
+   * was replaced by U+FFFD: the first {@link MAX_REPORTED_PATHS}, each cut to {@link MAX_PATH_CHARS}.
+   */
   sanitizedPaths: string[];
+  /** How many strings were sanitised in all (≥ sanitizedPaths.length). */
+  sanitizedCount: number;
   /** How many values were replaced by `"[REDACTED]"`. */
   redacted: number;
 }
 
-/** The redaction marker of CONTRACT.md §6. */
-export const REDACTED_JSON = '"[REDACTED]"';
+const REDACTED = Buffer.from(REDACTED_JSON, 'latin1');
+const FFFD_ESCAPE = Buffer.from('\\ufffd', 'latin1');
 
-const HEX4 = /^[0-9a-fA-F]{4}$/;
+function hexValue(c: number | undefined): number {
+  if (c === undefined) return -1;
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const l = c | 0x20;
+  if (l >= 0x61 && l <= 0x66) return l - 0x61 + 10;
+  return -1;
+}
+
+function hex4(b: Uint8Array, i: number): number {
+  const a = hexValue(b[i]);
+  const c = hexValue(b[i + 1]);
+  const d = hexValue(b[i + 2]);
+  const e = hexValue(b[i + 3]);
+  if (a < 0 || c < 0 || d < 0 || e < 0) return -1;
+  return (a << 12) | (c << 8) | (d << 4) | e;
+}
+
+/** True when b[s, e) holds a backslash followed by `u` (small values: a loop, no view). */
+function hasUnicodeEscape(b: Buffer, s: number, e: number): boolean {
+  if (e - s > 256) return b.subarray(s, e).indexOf('\\u') >= 0;
+  for (let i = s; i < e - 1; i++) if (b[i] === BACKSLASH && b[i + 1] === 0x75) return true;
+  return false;
+}
+
+/** Byte length of the redact keys, when every key is ASCII (a non-ASCII key is always decoded). */
+function asciiLengths(keys: ReadonlySet<string>): Set<number> {
+  const out = new Set<number>();
+  for (const k of keys) out.add(Buffer.byteLength(k, 'utf8'));
+  return out;
+}
 
 /**
- * Rewrites JSON text: in every string literal (keys included), a `\u0000` escape or an unpaired
- * surrogate escape becomes `\ufffd` (C01, C03); the value of every object member whose key, compared
- * case-insensitively, is in `redactKeys` becomes `"[REDACTED]"`, at any depth and inside arrays
- * (CONTRACT.md §6). All other text, numbers included, is kept byte for byte.
+ * Rewrites the JSON value b[s, e): in every string literal (keys included), a `\u0000` escape or an
+ * unpaired surrogate escape becomes `\ufffd` (known-traps C01, C03); the value of every object
+ * member whose key, compared case-insensitively (`toLowerCase`), is in `redactKeys` becomes
+ * `"[REDACTED]"`, at any depth and inside arrays (CONTRACT.md §6). All other bytes, numbers and
+ * whitespace included, are kept as they are.
  *
- * @param text JSON text already accepted by `JSON.parse`.
+ * One forward pass with an explicit stack (no recursion); paths are only built for the first
+ * {@link MAX_REPORTED_PATHS} sanitised strings.
+ *
+ * @param b UTF-8 bytes of a line that `JSON.parse` has accepted.
+ * @param root the name paths start with (`request_args`, an extra field's key).
  * @param redactKeys lower-cased keys, or null for no redaction.
- * @throws RangeError when the nesting is too deep for the call stack.
  */
-export function rewriteJson(text: string, redactKeys: ReadonlySet<string> | null): Rewritten {
-  const result: Rewritten = { text, sanitizedPaths: [], redacted: 0 };
-  if (!mayNeedRewrite(text, redactKeys)) return result;
-  const out: string[] = [];
-  let copied = 0; // text[copied, i) is not yet in `out`
-  const flush = (to: number) => {
-    if (to > copied) out.push(text.slice(copied, to));
-    copied = to;
+export function rewriteJson(
+  b: Buffer,
+  s: number,
+  e: number,
+  root: string,
+  redactKeys: ReadonlySet<string> | null,
+): Rewritten {
+  const result: Rewritten = { text: '', sanitizedPaths: [], sanitizedCount: 0, redacted: 0 };
+  const redact = redactKeys !== null && redactKeys.size > 0 ? redactKeys : null;
+  if (redact === null && !hasUnicodeEscape(b, s, e)) {
+    result.text = b.toString('utf8', s, e);
+    return result;
+  }
+  const lengths = redact ? asciiLengths(redact) : null;
+  /** Byte offsets of escapes to patch into `\ufffd`. */
+  const bad: number[] = [];
+  /** Spans (start, end) of values to replace by the marker. */
+  const cut: number[] = [];
+  // The stack: per open container, kind (0 object, 1 array), array index, current key span.
+  const kind: number[] = [];
+  const index: number[] = [];
+  const keyStart: number[] = [];
+  const keyEnd: number[] = [];
+
+  const pathOf = (forKey: boolean): string => {
+    let p = root;
+    const top = kind.length - 1;
+    for (let d = 0; d <= top && p.length < MAX_PATH_CHARS; d++) {
+      if (kind[d] === 1) p += `[${index[d]}]`;
+      else if (d < top || !forKey)
+        p += `.${decodeStringLiteral(b, keyStart[d]!, keyEnd[d]!).slice(0, MAX_PATH_CHARS)}`;
+    }
+    if (forKey) p += '{key}';
+    return p.length > MAX_PATH_CHARS ? `${p.slice(0, MAX_PATH_CHARS)}…` : p;
   };
 
-  /** Rewrites the string literal at `i`; returns its end. */
-  const string = (i: number, path: string): number => {
-    const end = skipString(text, i);
-    let j = text.indexOf('\\u', i);
-    if (j < 0 || j >= end) return end;
-    let changed = false;
-    while (j >= 0 && j < end) {
-      // Make sure this backslash is not itself escaped.
-      let bs = 0;
-      for (let k = j - 1; text.charCodeAt(k) === 0x5c; k--) bs++;
-      if (bs % 2 === 1) {
-        j = text.indexOf('\\u', j + 1);
+  /** Scans the string literal at `i`, records its bad escapes; returns its end. */
+  const string = (i: number, isKey: boolean): number => {
+    const before = bad.length;
+    i++;
+    for (;;) {
+      const c = b[i]!;
+      if (c === QUOTE) break;
+      if (c !== BACKSLASH) {
+        i++;
         continue;
       }
-      const hex = text.slice(j + 2, j + 6);
-      const code = HEX4.test(hex) ? Number.parseInt(hex, 16) : -1;
-      let bad = false;
-      let width = 6;
-      if (code === 0) bad = true;
-      else if (code >= 0xd800 && code <= 0xdbff) {
-        const next = text.slice(j + 6, j + 12);
-        const low =
-          next.startsWith('\\u') && HEX4.test(next.slice(2)) ? Number.parseInt(next.slice(2), 16) : -1;
-        if (low >= 0xdc00 && low <= 0xdfff) width = 12;
-        else bad = true;
-      } else if (code >= 0xdc00 && code <= 0xdfff) bad = true;
-      if (bad) {
-        flush(j);
-        out.push('\\ufffd');
-        copied = j + 6;
-        changed = true;
+      if (b[i + 1] !== 0x75) {
+        i += 2;
+        continue;
       }
-      j = text.indexOf('\\u', j + width);
-    }
-    if (changed) result.sanitizedPaths.push(path);
-    return end;
-  };
-
-  const value = (i: number, path: string, depth: number): number => {
-    const c = text.charCodeAt(i);
-    if (c === 0x22) return string(i, path);
-    if (c === 0x7b) {
-      i = skipWs(text, i + 1);
-      while (text.charCodeAt(i) === 0x22) {
-        const keyStart = i;
-        const keyEnd = string(i, `${path}{key}`);
-        const key = decodeKey(text.slice(keyStart, keyEnd));
-        i = skipWs(text, skipWs(text, keyEnd) + 1);
-        const childPath = `${path}.${key}`;
-        let end: number;
-        if (redactKeys?.has(key.toLowerCase())) {
-          end = skipValue(text, i);
-          flush(i);
-          out.push(REDACTED_JSON);
-          copied = end;
-          result.redacted++;
-        } else {
-          end = value(i, childPath, depth + 1);
+      const code = hex4(b, i + 2);
+      if (code >= 0xd800 && code <= 0xdbff) {
+        const low = b[i + 6] === BACKSLASH && b[i + 7] === 0x75 ? hex4(b, i + 8) : -1;
+        if (low >= 0xdc00 && low <= 0xdfff) {
+          i += 12;
+          continue;
         }
-        i = skipWs(text, end);
-        if (text.charCodeAt(i) === 0x2c) i = skipWs(text, i + 1);
-      }
-      return i + 1; // past '}'
+        bad.push(i);
+      } else if (code === 0 || (code >= 0xdc00 && code <= 0xdfff)) bad.push(i);
+      i += 6;
     }
-    if (c === 0x5b) {
-      i = skipWs(text, i + 1);
-      let n = 0;
-      while (text.charCodeAt(i) !== 0x5d) {
-        const end = value(i, `${path}[${n++}]`, depth + 1);
-        i = skipWs(text, end);
-        if (text.charCodeAt(i) === 0x2c) i = skipWs(text, i + 1);
-      }
-      return i + 1;
+    if (bad.length > before) {
+      if (result.sanitizedPaths.length < MAX_REPORTED_PATHS) result.sanitizedPaths.push(pathOf(isKey));
+      result.sanitizedCount++;
     }
-    return skipValue(text, i);
+    return i + 1;
   };
 
-  value(skipWs(text, 0), '$', 0);
-  if (out.length === 0) return result;
-  flush(text.length);
-  result.text = out.join('');
-  return result;
-}
+  const isRedactKey = (ks: number, ke: number): boolean => {
+    let ascii = true;
+    for (let k = ks + 1; k < ke - 1; k++) {
+      if (b[k]! >= 0x80 || b[k] === BACKSLASH) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii && !lengths!.has(ke - ks - 2)) return false;
+    return redact!.has(decodeStringLiteral(b, ks, ke).toLowerCase());
+  };
 
-/** Cheap pre-check: without a `\u` escape and without any redact key as a substring, nothing changes. */
-function mayNeedRewrite(text: string, redactKeys: ReadonlySet<string> | null): boolean {
-  if (text.includes('\\u')) return true;
-  if (!redactKeys || redactKeys.size === 0) return false;
-  return keyPattern(redactKeys).test(text);
-}
-
-const patterns = new WeakMap<ReadonlySet<string>, RegExp>();
-const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/**
- * A case-insensitive pattern matching any redact key written as an object key (`"key"` then `:`).
- * Keys written with escapes are caught by the `\u` check before it. Cached per set.
- */
-function keyPattern(keys: ReadonlySet<string>): RegExp {
-  let re = patterns.get(keys);
-  if (!re) {
-    // 'u': case-insensitive by Unicode case folding, as the check's toLowerCase() (U+212A KELVIN
-    // SIGN matches k).
-    re = new RegExp(`"(?:${[...keys].map(escapeRe).join('|')})"\\s*:`, 'iu');
-    patterns.set(keys, re);
+  let i = skipWs(b, s, e);
+  outer: for (;;) {
+    // A value starts at i.
+    let c = b[i];
+    if (c === 0x7b || c === 0x5b) {
+      kind.push(c === 0x7b ? 0 : 1);
+      index.push(0);
+      keyStart.push(-1);
+      keyEnd.push(-1);
+      i = skipWs(b, i + 1, e);
+      if (b[i] === 0x7d || b[i] === 0x5d) {
+        pop();
+        i++;
+      } else if (c === 0x5b) {
+        continue; // the first element
+      } else {
+        const v = member(i);
+        if (v >= 0) {
+          i = v;
+          continue;
+        }
+        i = -v - 1; // the member's value was redacted: i is past it
+      }
+    } else if (c === QUOTE) i = string(i, false);
+    else i = skipValue(b, i, e, Number.POSITIVE_INFINITY);
+    // After a value: close containers, or go on to the next element or member.
+    for (;;) {
+      i = skipWs(b, i, e);
+      if (kind.length === 0 || i >= e) break outer;
+      c = b[i];
+      if (c === 0x2c) {
+        i = skipWs(b, i + 1, e);
+        const top = kind.length - 1;
+        if (kind[top] === 1) {
+          index[top] = index[top]! + 1;
+          continue outer;
+        }
+        const v = member(i);
+        if (v >= 0) {
+          i = v;
+          continue outer;
+        }
+        i = -v - 1;
+        continue;
+      }
+      pop(); // '}' or ']'
+      i++;
+    }
   }
-  return re;
+
+  function pop(): void {
+    kind.pop();
+    index.pop();
+    keyStart.pop();
+    keyEnd.pop();
+  }
+
+  /**
+   * Handles the member whose key starts at `k`: returns where its value starts, or -(end+1) when
+   * the value was redacted and skipped (then `end` is past the value).
+   */
+  function member(k: number): number {
+    const top = kind.length - 1;
+    const ke = string(k, true);
+    keyStart[top] = k;
+    keyEnd[top] = ke;
+    let v = skipWs(b, ke, e) + 1; // past ':'
+    v = skipWs(b, v, e);
+    if (redact !== null && isRedactKey(k, ke)) {
+      const end = skipValue(b, v, e, Number.POSITIVE_INFINITY);
+      cut.push(v, end);
+      result.redacted++;
+      return -(end + 1);
+    }
+    return v;
+  }
+
+  if (bad.length === 0 && cut.length === 0) {
+    result.text = b.toString('utf8', s, e);
+    return result;
+  }
+  // Patch the bad escapes in a copy (same length), then splice the redactions in.
+  const src = Buffer.from(b.subarray(s, e));
+  for (const at of bad) FFFD_ESCAPE.copy(src, at - s);
+  if (cut.length === 0) {
+    result.text = src.toString('utf8');
+    return result;
+  }
+  const out = Buffer.allocUnsafe(src.length + REDACTED.length * (cut.length / 2));
+  let o = 0;
+  let from = 0;
+  for (let k = 0; k < cut.length; k += 2) {
+    o += src.copy(out, o, from, cut[k]! - s);
+    o += REDACTED.copy(out, o);
+    from = cut[k + 1]! - s;
+  }
+  o += src.copy(out, o, from, src.length);
+  result.text = out.toString('utf8', 0, o);
+  return result;
 }

@@ -2,8 +2,29 @@
  * One wire line → one validated, sanitised, redacted entry row, or a reject with a reason that names
  * the field (CONTRACT.md §3, §6). Pure: no I/O.
  */
-import { rewriteJson, topLevelMembers } from './jsonText.js';
+import { isUtf8 } from 'node:buffer';
+import {
+  BIGINT_MAX,
+  ENTRY_COLUMNS,
+  epochMsBytes,
+  isUuidBytes,
+  KNOWN_FIELDS,
+  MAX_JSON_DEPTH,
+  MAX_REPORTED_PATHS,
+  rfc3339FaultBytes,
+  TEXT_FIELDS,
+} from './grammar.js';
+import { rewriteJson, scanMembers } from './jsonText.js';
 import { decodeUtf8, sanitizeString } from './sanitize.js';
+
+export {
+  BIGINT_MAX,
+  DAYS_IN_MONTH,
+  ENTRY_COLUMNS,
+  MAX_EPOCH_MS,
+  REDACTED_JSON,
+  timestampFault,
+} from './grammar.js';
 
 /**
  * An entry ready for storage: every value is the text Postgres reads for its column (or null), in
@@ -28,20 +49,9 @@ export interface EntryRow {
   extra: string | null;
 }
 
-/** The `audit_log` columns the writer fills, in COPY order. */
-export const ENTRY_COLUMNS = [
-  'request_id',
-  'timestamp',
-  'client_subject',
-  'client_role',
-  'tool_name',
-  'backend_name',
-  'request_args',
-  'response_status',
-  'error_message',
-  'latency_ms',
-  'extra',
-] as const satisfies readonly (keyof EntryRow)[];
+/** Checked at compile time: ENTRY_COLUMNS names exactly the fields of EntryRow. */
+const _columnsMatch: readonly (keyof EntryRow)[] = ENTRY_COLUMNS;
+void _columnsMatch;
 
 /** A bounded set of reject codes, for metrics and logs (style.md rule 3). */
 export type RejectCode =
@@ -104,19 +114,6 @@ export function parseRedactKeys(value: string): Set<string> {
   );
 }
 
-const KNOWN = new Set<string>(ENTRY_COLUMNS.filter((c) => c !== 'extra'));
-/** Postgres' uuid_in: 32 hex digits, an optional '-' after any group of four, optional braces. */
-const UUID = /^(\{)?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}(\})?$/;
-/** RFC 3339 date-time with a zone (a space may stand for `T`, as RFC 3339 §5.6 notes). */
-const RFC3339 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/;
-/** ±8.64e15 ms is the range of an ECMAScript Date; Postgres holds all of it. */
-export const MAX_EPOCH_MS = 8.64e15;
-/** The largest `bigint` (latency_ms). */
-export const BIGINT_MAX = 9223372036854775807n;
-/** Days per month, February in a leap year (RFC 3339 §5.7). */
-export const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'array';
@@ -125,25 +122,6 @@ function typeName(v: unknown): string {
 
 function reject(code: RejectCode, reason: string): ParseResult {
   return { ok: false, code, reason };
-}
-
-/** Checks a timestamp's text (CONTRACT.md §3: RFC 3339 with a zone); returns the fault, or null when it is valid. */
-export function timestampFault(s: string): string | null {
-  const m = RFC3339.exec(s);
-  if (!m) return 'not an RFC 3339 time with zone';
-  const year = Number(m[1]);
-  const month = Number(m[2]);
-  const day = Number(m[3]);
-  const hour = Number(m[4]);
-  const minute = Number(m[5]);
-  const second = Number(m[6]);
-  if (year === 0) return 'year 0000 is out of range';
-  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
-  if (month < 1 || month > 12) return 'month out of range';
-  if (day < 1 || day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return 'day out of range';
-  if (hour > 23 || minute > 59 || second > 60) return 'time of day out of range';
-  if (m[7] && (Number(m[8]) > 15 || Number(m[9]) > 59)) return 'zone offset out of range';
-  return null;
 }
 
 /**
@@ -155,7 +133,16 @@ export function timestampFault(s: string): string | null {
 export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
   const decoded = decodeUtf8(line);
   const text = decoded.text;
+  // The bytes every span refers to: the line itself, or its text re-encoded once invalid UTF-8
+  // became U+FFFD.
+  const b = isUtf8(line) ? line : Buffer.from(text, 'utf8');
   const sanitized: string[] = decoded.replaced ? ['(invalid UTF-8)'] : [];
+  // Depth first (one linear pass): a deep value is refused before JSON.parse spends time on it.
+  const scan = scanMembers(b);
+  if (!scan.ok) {
+    const where = scan.field === null ? 'line' : sanitizeString(scan.field);
+    return reject('too_deep', `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   let obj: unknown;
   try {
     obj = JSON.parse(text);
@@ -166,28 +153,9 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
     return reject('not_object', `line: not a JSON object (got ${typeName(obj)})`);
   }
   const o = obj as Record<string, unknown>;
-
-  // Text fields: sanitise first, then measure (lengths count UTF-8 bytes after sanitising).
-  const str = (
-    field: string,
-    required: boolean,
-    min: number,
-    max: number,
-  ): { value: string | null } | { fault: ParseResult } => {
-    const v = o[field];
-    if (v === undefined || (v === null && !required)) {
-      return required ? { fault: reject('missing_field', `${field}: missing (required)`) } : { value: null };
-    }
-    if (typeof v !== 'string') {
-      return { fault: reject('wrong_type', `${field}: expected a string, got ${typeName(v)}`) };
-    }
-    const clean = sanitizeString(v);
-    if (clean !== v) sanitized.push(field);
-    const bytes = Buffer.byteLength(clean, 'utf8');
-    if (bytes < min) return { fault: reject('empty', `${field}: empty (at least ${min} byte needed)`) };
-    if (bytes > max) return { fault: reject('too_long', `${field}: longer than ${max} bytes (${bytes})`) };
-    return { value: clean };
-  };
+  // The byte span of each top-level member's value: request_args, extra, latency_ms and epoch
+  // timestamps are taken from their own text.
+  const members = scan.members;
 
   // request_id
   const rid = o.request_id;
@@ -195,23 +163,23 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
   if (typeof rid !== 'string') {
     return reject('wrong_type', `request_id: expected a string, got ${typeName(rid)}`);
   }
-  const um = UUID.exec(rid);
-  if (!um || Boolean(um[1]) !== Boolean(um[2])) return reject('bad_uuid', 'request_id: not a UUID');
+  const ridBytes = Buffer.from(rid, 'utf8');
+  if (!isUuidBytes(ridBytes, 0, ridBytes.length)) return reject('bad_uuid', 'request_id: not a UUID');
 
   // timestamp
   const ts = o.timestamp;
   let timestamp: string;
   if (ts === undefined || ts === null) return reject('missing_field', 'timestamp: missing (required)');
   if (typeof ts === 'string') {
-    const fault = timestampFault(ts);
+    const tb = Buffer.from(ts, 'utf8');
+    const fault = rfc3339FaultBytes(tb, 0, tb.length);
     if (fault) return reject('bad_timestamp', `timestamp: ${fault}`);
     timestamp = ts;
   } else if (typeof ts === 'number') {
-    if (!Number.isSafeInteger(ts))
-      return reject('bad_timestamp', 'timestamp: epoch milliseconds must be an integer');
-    if (Math.abs(ts) > MAX_EPOCH_MS)
-      return reject('bad_timestamp', 'timestamp: epoch milliseconds out of range');
-    timestamp = new Date(ts).toISOString();
+    const span = members.get('timestamp')!;
+    const ms = epochMsBytes(b, span.start, span.end);
+    if (typeof ms === 'string') return reject('bad_timestamp', `timestamp: ${ms}`);
+    timestamp = new Date(ms).toISOString();
   } else {
     return reject(
       'wrong_type',
@@ -219,21 +187,30 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
     );
   }
 
-  const subject = str('client_subject', true, 0, 1024);
-  if ('fault' in subject) return subject.fault;
-  const role = str('client_role', false, 0, Number.POSITIVE_INFINITY);
-  if ('fault' in role) return role.fault;
-  const tool = str('tool_name', true, 1, 1024);
-  if ('fault' in tool) return tool.fault;
-  const backend = str('backend_name', false, 0, Number.POSITIVE_INFINITY);
-  if ('fault' in backend) return backend.fault;
-  const status = str('response_status', true, 1, 64);
-  if ('fault' in status) return status.fault;
-  const errMsg = str('error_message', false, 0, Number.POSITIVE_INFINITY);
-  if ('fault' in errMsg) return errMsg.fault;
-
-  // The raw text of each top-level member: request_args, extra and latency_ms are taken from it.
-  const members = topLevelMembers(text);
+  // Text fields: sanitise first, then measure (lengths count UTF-8 bytes after sanitising).
+  const texts = new Map<string, string | null>();
+  for (const rule of TEXT_FIELDS) {
+    const field = rule.name;
+    const v = o[field];
+    if (v === undefined || (v === null && !rule.required)) {
+      if (rule.required) return reject('missing_field', `${field}: missing (required)`);
+      texts.set(field, null);
+      continue;
+    }
+    if (typeof v !== 'string') {
+      return reject('wrong_type', `${field}: expected a string, got ${typeName(v)}`);
+    }
+    const clean = sanitizeString(v);
+    if (clean !== v) sanitized.push(field);
+    const bytes = Buffer.byteLength(clean, 'utf8');
+    if (bytes < rule.minBytes) {
+      return reject('empty', `${field}: empty (at least ${rule.minBytes} byte needed)`);
+    }
+    if (bytes > rule.maxBytes) {
+      return reject('too_long', `${field}: longer than ${rule.maxBytes} bytes (${bytes})`);
+    }
+    texts.set(field, clean);
+  }
 
   // latency_ms
   let latency: string | null = null;
@@ -243,7 +220,7 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
       return reject('wrong_type', `latency_ms: expected an integer >= 0 or null, got ${typeName(lat)}`);
     }
     const span = members.get('latency_ms')!;
-    const raw = text.slice(span.start, span.end);
+    const raw = b.toString('latin1', span.start, span.end);
     if (/^\d+$/.test(raw)) {
       if (BigInt(raw) > BIGINT_MAX)
         return reject('bad_latency', `latency_ms: larger than a bigint holds (${raw})`);
@@ -251,47 +228,56 @@ export function parseEntry(line: Buffer, options: ParseOptions): ParseResult {
     } else if (Number.isSafeInteger(lat) && lat >= 0) {
       latency = String(lat);
     } else {
-      return reject('bad_latency', `latency_ms: not an integer >= 0 (${raw})`);
+      return reject('bad_latency', `latency_ms: not an integer >= 0 (${raw.slice(0, 64)})`);
     }
   }
 
   // request_args and extra, from their own JSON text
   let requestArgs: string | null = null;
   let redacted = 0;
+  let more = 0;
   const extraParts: string[] = [];
-  try {
-    for (const [key, span] of members) {
-      if (key === 'request_args') {
-        if (o.request_args === null) continue;
-        const r = rewriteJson(text.slice(span.start, span.end), options.redactKeys);
-        requestArgs = r.text;
-        redacted += r.redacted;
-        for (const p of r.sanitizedPaths) sanitized.push(`request_args${p.slice(1)}`);
-      } else if (!KNOWN.has(key) && !options.ignoreFields?.has(key)) {
-        const r = rewriteJson(text.slice(span.start, span.end), null);
-        const cleanKey = sanitizeString(key);
-        if (cleanKey !== key) sanitized.push(`extra{key}`);
-        for (const p of r.sanitizedPaths) sanitized.push(`${cleanKey}${p.slice(1)}`);
-        extraParts.push(`${JSON.stringify(cleanKey)}:${r.text}`);
-      }
+  /** Reports sanitised paths: the first MAX_REPORTED_PATHS of the entry, and how many more. */
+  const note = (paths: string[], count: number) => {
+    let listed = 0;
+    for (const p of paths) {
+      if (sanitized.length >= MAX_REPORTED_PATHS) break;
+      sanitized.push(p);
+      listed++;
     }
-  } catch (err) {
-    if (err instanceof RangeError) return reject('too_deep', 'request_args: nested too deeply');
-    throw err;
+    more += count - listed;
+  };
+  let extraKeyFaults = 0;
+  for (const [key, span] of members) {
+    if (key === 'request_args') {
+      if (o.request_args === null) continue;
+      const r = rewriteJson(b, span.start, span.end, 'request_args', options.redactKeys);
+      requestArgs = r.text;
+      redacted += r.redacted;
+      note(r.sanitizedPaths, r.sanitizedCount);
+    } else if (!KNOWN_FIELDS.has(key) && !options.ignoreFields?.has(key)) {
+      const cleanKey = sanitizeString(key);
+      if (cleanKey !== key) extraKeyFaults++;
+      const r = rewriteJson(b, span.start, span.end, cleanKey, null);
+      note(r.sanitizedPaths, r.sanitizedCount);
+      extraParts.push(`${JSON.stringify(cleanKey)}:${r.text}`);
+    }
   }
+  if (extraKeyFaults > 0) note(['extra{key}'], extraKeyFaults);
+  if (more > 0) sanitized.push(`(and ${more} more)`);
 
   return {
     ok: true,
     row: {
       request_id: rid,
       timestamp,
-      client_subject: subject.value!,
-      client_role: role.value,
-      tool_name: tool.value!,
-      backend_name: backend.value,
+      client_subject: texts.get('client_subject')!,
+      client_role: texts.get('client_role') ?? null,
+      tool_name: texts.get('tool_name')!,
+      backend_name: texts.get('backend_name') ?? null,
       request_args: requestArgs,
-      response_status: status.value!,
-      error_message: errMsg.value,
+      response_status: texts.get('response_status')!,
+      error_message: texts.get('error_message') ?? null,
       latency_ms: latency,
       extra: extraParts.length > 0 ? `{${extraParts.join(',')}}` : null,
     },

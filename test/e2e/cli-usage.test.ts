@@ -21,6 +21,17 @@ const cases: [string, string[], RegExp][] = [
     /--shutdown-timeout.*expected a duration/,
   ],
   ['an unknown command', ['serf'], /unknown command 'serf'/],
+  // One UUID grammar (entry/grammar.ts): braces come in pairs, as Postgres' uuid_in reads them.
+  [
+    'a --request-id with an unbalanced brace',
+    ['search', '--request-id', '{c0100000-0000-4000-8000-000000000001'],
+    /--request-id: '\{c0100000-0000-4000-8000-000000000001' is not a UUID/,
+  ],
+  [
+    'a --request-id with only a closing brace',
+    ['search', '--request-id', 'c0100000-0000-4000-8000-000000000001}'],
+    /--request-id: .* is not a UUID/,
+  ],
 ];
 
 describe('usage errors', () => {
