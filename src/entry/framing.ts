@@ -14,7 +14,8 @@
 /** What the framer found; `line` holds the bytes without the line ending. */
 export type Frame =
   | { kind: 'line'; line: Buffer }
-  | { kind: 'blank' }
+  /** `count` blank lines in a row (a run of empty lines is reported at once: linear, not per line). */
+  | { kind: 'blank'; count: number }
   | { kind: 'oversized'; head: Buffer; size: number };
 
 /** Receives each frame, in stream order. */
@@ -22,6 +23,7 @@ export type FrameSink = (frame: Frame) => void;
 
 const LF = 0x0a;
 const CR = 0x0d;
+const BLANK: Frame = Object.freeze({ kind: 'blank', count: 1 });
 
 /** True when every byte is space, tab or CR (JSON whitespace that can occur inside a line). */
 function isBlank(buf: Buffer, start: number, end: number): boolean {
@@ -80,6 +82,23 @@ export class LineFramer {
     }
     let start = 0;
     while (start < chunk.length) {
+      if (this.partsLen === 0 && this.discardHead === null) {
+        // A run of empty lines (LF or CR LF) at a line start: counted in one tight loop.
+        let j = start;
+        let count = 0;
+        for (;;) {
+          const c = chunk[j];
+          if (c === LF) j++;
+          else if (c === CR && chunk[j + 1] === LF) j += 2;
+          else break;
+          count++;
+        }
+        if (count > 0) {
+          sink({ kind: 'blank', count });
+          start = j;
+          continue;
+        }
+      }
       const nl = chunk.indexOf(LF, start);
       const end = nl < 0 ? chunk.length : nl;
       this.take(chunk, start, end);
@@ -161,7 +180,7 @@ export class LineFramer {
       return;
     }
     if (isBlank(line, 0, len)) {
-      sink({ kind: 'blank' });
+      sink(BLANK);
       return;
     }
     sink({ kind: 'line', line: line.subarray(0, len) });

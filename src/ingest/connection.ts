@@ -171,7 +171,7 @@ export class Connection implements ItemOwner {
   /** One framed line (or blank, or oversized line), in stream order. */
   private readonly handleFrame = (frame: Frame): void => {
     if (frame.kind === 'blank') {
-      this.ctx.counters.blank++;
+      this.ctx.counters.blank += frame.count;
       return;
     }
     if (frame.kind === 'line' && this.firstLine) {

@@ -32,12 +32,19 @@
  * Elsewhere the reader goes on at the next record (its length field is trusted while it stays
  * inside the file), so intact, acked records after a damaged one are still loaded; the file is then
  * kept for an operator, renamed to `.corrupt`.
+ *
+ * Spool files are input (CONTRACT.md §4): an intact record is not trusted either. Each entry's COPY
+ * line is rebuilt as a wire line and validated, sanitised and redacted again (entry/copyEntry.ts,
+ * then EntryEncoder); one that fails goes to `audit_reject` with the reason, and is logged.
  */
 import { closeSync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { RejectRecord, WriteEntry } from '../db/writer.js';
+import { wireLineOfCopy } from '../entry/copyEntry.js';
+import { EntryEncoder } from '../entry/encode.js';
+import { DEFAULT_REDACT_KEYS, type ParseOptions } from '../entry/parse.js';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -48,6 +55,8 @@ const SEGMENT_RE = /^spool-(\d{16})\.seg$/;
 
 /** The spool has no room for another batch (the when-full policy: backpressure). */
 export class SpoolFullError extends AuditGatewayError {}
+
+const DEFAULT_PARSE: ParseOptions = { redactKeys: new Set(DEFAULT_REDACT_KEYS) };
 
 /** One batch read back from a segment. */
 export interface SpooledBatch {
@@ -70,19 +79,44 @@ export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Bu
   return Buffer.concat([head, payload]);
 }
 
-function decodePayload(payload: Buffer, source: string): SpooledBatch {
-  const p = JSON.parse(payload.toString('utf8')) as { v: number; entries: string[]; rejects: string[][] };
-  if (p.v !== 2) throw new AuditGatewayError(`${source}: spool record version ${p.v} is not supported`);
-  // A spooled entry keeps its COPY line, not its original line: that line stands as its raw bytes.
-  const entries = p.entries.map((line) => {
-    const copy = Buffer.from(line, 'utf8');
-    return { copy, raw: copy, source };
-  });
-  const rejects = p.rejects.map(([s, reason, raw]) => ({
-    source: s ?? source,
-    reason: reason ?? '',
-    raw: Buffer.from(raw ?? '', 'base64'),
-  }));
+/**
+ * Decodes one record's payload. Spool files are input (CONTRACT.md §4): each entry's COPY line is
+ * rebuilt as a wire line (entry/copyEntry.ts) and passes the encoder's validation, sanitising and
+ * redaction like a socket line; an entry that fails is set aside as a reject (its spooled line as
+ * raw, the fault as reason) and counted in `damage.invalid`, so that no byte of a forged record can
+ * reach a COPY stream unchecked.
+ * @throws Error when the payload is not a version-2 record (the caller counts it as damaged)
+ */
+function decodePayload(payload: Buffer, source: string, encoder: EntryEncoder, damage: Damage): SpooledBatch {
+  const p = JSON.parse(payload.toString('utf8')) as { v: unknown; entries: unknown; rejects: unknown };
+  if (p === null || typeof p !== 'object' || p.v !== 2) {
+    throw new AuditGatewayError(`${source}: spool record version ${String(p?.v)} is not supported`);
+  }
+  if (!Array.isArray(p.entries) || !Array.isArray(p.rejects)) {
+    throw new AuditGatewayError(`${source}: spool record without entries and rejects`);
+  }
+  const entries: WriteEntry[] = [];
+  const rejects: RejectRecord[] = [];
+  for (const line of p.entries as unknown[]) {
+    const copy = Buffer.from(typeof line === 'string' ? line : (JSON.stringify(line) ?? ''), 'utf8');
+    const wire =
+      typeof line === 'string' ? wireLineOfCopy(copy) : { ok: false as const, reason: 'not a string' };
+    const r = wire.ok ? encoder.encode(wire.line) : wire;
+    if (r.ok) {
+      entries.push({ copy: r.copy, raw: copy, source });
+    } else {
+      damage.invalid++;
+      rejects.push({ source, reason: `spool entry set aside: ${r.reason}`, raw: copy });
+    }
+  }
+  for (const item of p.rejects as unknown[]) {
+    const [s, reason, raw] = Array.isArray(item) ? item : [];
+    rejects.push({
+      source: typeof s === 'string' ? s : source,
+      reason: typeof reason === 'string' ? reason : '',
+      raw: Buffer.from(typeof raw === 'string' ? raw : '', 'base64'),
+    });
+  }
   return { entries, rejects };
 }
 
@@ -93,12 +127,17 @@ export interface SegmentRead {
   damaged: 'none' | 'torn-tail' | 'corrupt';
   /** Damaged records skipped. */
   skipped: number;
+  /** Entries set aside as rejects because they failed validation. */
+  invalid: number;
 }
 
 /** Damage found by {@link scanSegment}, filled in as it goes. */
 export interface Damage {
   damaged: SegmentRead['damaged'];
+  /** Records skipped: torn, a bad CRC, or a payload that is not a record. */
   skipped: number;
+  /** Entries of intact records that failed validation and were set aside as rejects. */
+  invalid: number;
 }
 
 /**
@@ -108,7 +147,13 @@ export interface Damage {
  * file ends the scan (`torn-tail`, unless a corrupt one came before).
  * @throws AuditGatewayError when the bytes do not start with {@link SPOOL_MAGIC}.
  */
-export function* scanSegment(buf: Buffer, source: string, damage: Damage): Generator<SpooledBatch> {
+export function* scanSegment(
+  buf: Buffer,
+  source: string,
+  damage: Damage,
+  parse: ParseOptions = DEFAULT_PARSE,
+): Generator<SpooledBatch> {
+  const encoder = new EntryEncoder(parse);
   if (buf.length < SPOOL_MAGIC.length || !buf.subarray(0, SPOOL_MAGIC.length).equals(SPOOL_MAGIC)) {
     throw new AuditGatewayError(`${source}: not a spool segment (no AGSPOOL1 header)`);
   }
@@ -125,16 +170,24 @@ export function* scanSegment(buf: Buffer, source: string, damage: Damage): Gener
       damage.skipped++;
       damage.damaged = end === buf.length && damage.damaged === 'none' ? 'torn-tail' : 'corrupt';
     } else {
-      yield decodePayload(payload, source);
+      let batch: SpooledBatch | null = null;
+      try {
+        batch = decodePayload(payload, source, encoder, damage);
+      } catch {
+        // A checksummed payload that is not a record: forged, or written by another program.
+        damage.skipped++;
+        damage.damaged = 'corrupt';
+      }
+      if (batch !== null) yield batch;
     }
     off = end;
   }
 }
 
 /** Reads every intact record of a segment's bytes (see {@link scanSegment}). */
-export function readSegment(buf: Buffer, source: string): SegmentRead {
-  const damage: Damage = { damaged: 'none', skipped: 0 };
-  const batches = [...scanSegment(buf, source, damage)];
+export function readSegment(buf: Buffer, source: string, parse?: ParseOptions): SegmentRead {
+  const damage: Damage = { damaged: 'none', skipped: 0, invalid: 0 };
+  const batches = [...scanSegment(buf, source, damage, parse)];
   return { batches, ...damage };
 }
 
@@ -145,6 +198,8 @@ export interface SpoolOptions {
   maxBytes: number;
   /** A segment is closed and a new one begun past this size, in bytes (default 16 MiB). */
   segmentBytes?: number;
+  /** How loaded entries are validated and redacted (serve's `--redact-keys`; default §6's keys). */
+  parse?: ParseOptions;
 }
 
 /** Writes all of `buf` (write(2) may write part of it without an error). */
@@ -293,10 +348,16 @@ export class Spool {
         this.totalBytes = Math.max(0, this.totalBytes - buf.length);
         continue;
       }
-      const damage: Damage = { damaged: 'none', skipped: 0 };
-      for (const b of scanSegment(buf, `spool:${seg.name}`, damage)) {
+      const damage: Damage = { damaged: 'none', skipped: 0, invalid: 0 };
+      for (const b of scanSegment(buf, `spool:${seg.name}`, damage, this.options.parse)) {
         await store(b);
         loaded += b.entries.length;
+      }
+      if (damage.invalid > 0) {
+        this.log.error(
+          { file: path, entries: damage.invalid },
+          'spool: entries that fail validation (a damaged or forged file) were set aside in audit_reject',
+        );
       }
       if (damage.damaged === 'torn-tail') {
         this.log.warn(

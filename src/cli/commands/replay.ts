@@ -17,7 +17,8 @@ interface ReplayOptions extends CommonOptions {
 
 function summary(c: ReplayCounts): string {
   const damaged = c.damaged > 0 ? `, ${c.damaged} damaged spool records not readable` : '';
-  return `read ${c.read}, stored ${c.stored}, skipped ${c.skipped}, rejected ${c.rejected}${damaged}`;
+  const invalid = c.invalid ? `, ${c.invalid} spooled entries set aside (failed validation)` : '';
+  return `read ${c.read}, stored ${c.stored}, skipped ${c.skipped}, rejected ${c.rejected}${damaged}${invalid}`;
 }
 
 /** Registers `replay`. */
@@ -60,6 +61,24 @@ Examples:
         throw new AuditGatewayError(`replay: cannot read ${f}: ${messageOf(err)}`);
       }
     }
+    const parse = {
+      redactKeys: parseRedactKeys(opts.redactKeys),
+      ignoreFields: new Set(['id', 'received_at']),
+    };
+    // And that each is NDJSON (its first entry line an object): a CSV export or a binary is
+    // refused before anything is stored (stdin is checked as it is read).
+    for (const f of files) {
+      if (f === '-') continue;
+      const none: ReplayCounts = { read: 0, stored: 0, skipped: 0, rejected: 0, damaged: 0 };
+      await replaySource(
+        f,
+        null,
+        { parse, maxLineBytes: opts.maxLineBytes, batchSize: 1 },
+        none,
+        undefined,
+        true,
+      );
+    }
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
@@ -74,10 +93,7 @@ Examples:
           f,
           writer,
           {
-            parse: {
-              redactKeys: parseRedactKeys(opts.redactKeys),
-              ignoreFields: new Set(['id', 'received_at']),
-            },
+            parse,
             maxLineBytes: opts.maxLineBytes,
             batchSize: opts.batchSize,
             progress: tty
@@ -93,7 +109,8 @@ Examples:
         );
       }
     } finally {
-      if (tty) process.stderr.write('\n');
+      // The progress line is cleared, not kept: the summary is printed once, on stdout.
+      if (tty) process.stderr.write('\r\x1b[K');
       await pool.end();
       await db.close();
     }

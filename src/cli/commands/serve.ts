@@ -201,7 +201,11 @@ Examples:
       });
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
       const spool = await Spool.open(
-        { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
+        {
+          dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
+          maxBytes: opts.maxSpoolBytes,
+          parse: { redactKeys: parseRedactKeys(opts.redactKeys) },
+        },
         log,
       );
       // The metrics read the daemon's totals at scrape time (the closures run after it exists).
