@@ -298,3 +298,85 @@ export function makeCorpusReplicator(lines, seed = 42) {
     },
   };
 }
+
+/** Text with the characters real audit data holds and friendly generators leave out. */
+const HARD_TEXT = [
+  'SELECT "name", e\'tab\\there\' FROM "Kunden" WHERE note LIKE \'%\\_%\'',
+  'C:\\Users\\Müller\\Documents\\Q3 Übersicht.xlsx',
+  '{"inner":"json \\"inside\\" a string","n":[1,2,3]}',
+  'Ошибка: нет доступа к таблице «заказы»',
+  '注文テーブルへのアクセスが拒否されました',
+  'línea 1\nlínea 2\r\n\tsangría',
+  'bell\u0007 backspace\b formfeed\f esc\u001b[31m unit\u001f',
+  'emoji 🚀✅ and math ∑∫√ and arrows ←→',
+  'path /srv/data/2026/11/29/part-00017.parquet?x=1&y=2#frag',
+  'quote " backslash \\ slash / and "quoted \\"twice\\""',
+];
+
+/**
+ * Hard entries (issue 9, the independent check's first data set): escapes of every kind (`\n`,
+ * `\t`, `\\`, `\"`, `\u00xx`), non-ASCII text, control characters, nested objects and arrays,
+ * decimals and exponents, extra fields. Same shape of fields as {@link makeGenerator}; every line
+ * is a valid entry. Some strings are written with `\u00xx` escapes for characters JSON.stringify
+ * would keep raw, as other producers do.
+ */
+export function makeHardGenerator(seed = 42, startMs = Date.UTC(2026, 10, 29, 8, 0, 0)) {
+  const r32 = prng(seed);
+  const rnd = () => r32() / 4294967296;
+  const int = (n) => Math.floor(rnd() * n);
+  const pick = (arr) => arr[int(arr.length)];
+  let clockUs = startMs * 1000;
+  const ts = () => {
+    clockUs += 500 + int(3000);
+    const ms = Math.floor(clockUs / 1000);
+    return `${new Date(ms).toISOString().slice(0, 23)}${String(clockUs % 1000).padStart(3, '0')}Z`;
+  };
+  /** JSON text of a string with some characters as \u00xx escapes (non-ASCII, controls). */
+  const escaped = (s) =>
+    JSON.stringify(s).replace(/[\u0080-\u00ff\u0001-\u0007]/g, (c) =>
+      rnd() < 0.5 ? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}` : c,
+    );
+  const number = () =>
+    pick([
+      () => String(int(1_000_000)),
+      () => (rnd() * 1000).toFixed(6),
+      () => `${(rnd() * 9 + 1).toFixed(3)}e${int(40) - 20}`,
+      () => `-${int(100)}.${int(1000)}E+${int(10)}`,
+      () => '12345678901234567890.123456789',
+    ])();
+  /** JSON text of a nested value, depth-bounded. */
+  const value = (depth) => {
+    const u = rnd();
+    if (depth > 3 || u < 0.35) return escaped(pick(HARD_TEXT));
+    if (u < 0.55) return number();
+    if (u < 0.6) return pick(['true', 'false', 'null']);
+    if (u < 0.8) {
+      const n = 1 + int(4);
+      return `[${Array.from({ length: n }, () => value(depth + 1)).join(',')}]`;
+    }
+    const n = 1 + int(4);
+    const keys = ['query', 'päth', 'filter', 'opts', 'données', 'キー', 'limit', 'nested'];
+    return `{${Array.from({ length: n }, (_, k) => `${JSON.stringify(`${pick(keys)}${k}`)}:${value(depth + 1)}`).join(',')}}`;
+  };
+  const subjects = ['user:müller', 'user:ødegaard', 'svc:批处理', 'user:"quoted"', 'user:tab\there', ''];
+  return {
+    next() {
+      const status = rnd() < 0.1 ? 'error' : 'success';
+      const parts = [
+        `"request_id":"${uuidFrom(r32)}"`,
+        `"timestamp":"${ts()}"`,
+        `"client_subject":${escaped(pick(subjects))}`,
+        `"client_role":${rnd() < 0.1 ? 'null' : escaped(pick(['analyst', 'rôle\\admin', 'ops\tteam']))}`,
+        `"tool_name":${escaped(pick(['sql.query', 'file.read', 'http.fetch', 'suche.volltext', '検索']))}`,
+        `"backend_name":${escaped(pick(['pg-main', 'fs\\share', 'api-ü']))}`,
+        `"request_args":{"text":${escaped(pick(HARD_TEXT))},"args":${value(0)},"n":${number()}}`,
+        `"response_status":"${status}"`,
+        `"error_message":${status === 'error' ? escaped(pick(HARD_TEXT)) : 'null'}`,
+        `"latency_ms":${int(5000)}`,
+      ];
+      if (rnd() < 0.5) parts.push(`"trace":{"span":${escaped(pick(HARD_TEXT))},"ratio":${number()}}`);
+      if (rnd() < 0.3) parts.push(`"labels":[${escaped(pick(HARD_TEXT))},${number()}]`);
+      return `{${parts.join(',')}}`;
+    },
+  };
+}

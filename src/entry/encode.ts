@@ -25,6 +25,7 @@ import {
   type TextFieldRule,
   textRule,
 } from './grammar.js';
+import { decodeStringLiteral } from './jsonText.js';
 import { type ParseOptions, parseEntry, type RejectCode } from './parse.js';
 
 /** The outcome of {@link EntryEncoder.encode}. */
@@ -448,10 +449,12 @@ export class EntryEncoder {
         if (i < 0) return -1;
         let hit = false;
         if (redact) {
-          // A key with escapes or non-ASCII bytes may lower-case to a redact key: leave it to
-          // the reference path.
-          if (this.esc || this.high) return -1;
-          hit = this.isRedactKey(ks + 1, i - 1);
+          // A key with escapes or non-ASCII bytes may lower-case to a redact key (U+212A KELVIN
+          // SIGN is a k): decoded and compared as the reference does; a plain key on bytes.
+          hit =
+            this.esc || this.high
+              ? this.options.redactKeys.has(decodeStringLiteral(b, ks, i).toLowerCase())
+              : this.isRedactKey(ks + 1, i - 1);
         }
         i = this.ws(i);
         if (b[i] !== 0x3a) return -1;
