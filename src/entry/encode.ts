@@ -7,8 +7,10 @@
  * top-level members, checks the fields, redacts `request_args` and writes the COPY line straight into
  * a reused buffer: no `JSON.parse`, no JS values for `request_args`, no intermediate strings. It
  * declines (returns null) whenever the line is not a plain, valid entry: invalid UTF-8 or JSON, a
- * missing or ill-typed field, anything that needs sanitising (`\u0000`, a lone surrogate), a key
- * written with escapes, a repeated top-level key, deep nesting, an unusual number. A declined line
+ * missing or ill-typed field, anything that needs sanitising (`\u0000`, a lone surrogate), a
+ * top-level key written with escapes, deep nesting, an unusual number. A repeated top-level key is
+ * taken (the last one counts, as with JSON.parse); {@link EntryEncoder.encode} repairs invalid UTF-8
+ * (U+FFFD) before the fast path, as the reference does. A declined line
  * goes through {@link parseEntry} and {@link encodeCopyRow}, which give the same COPY text for every
  * line the fast path accepts (test/unit/encode.test.ts checks that on the corpus and on mutations of
  * it) and the reject reason for the others.
@@ -44,6 +46,7 @@ export type EncodeResult =
   | { ok: false; code: RejectCode; reason: string };
 
 const NONE: readonly string[] = Object.freeze([]);
+const INVALID_UTF8: readonly string[] = Object.freeze(['(invalid UTF-8)']);
 
 // Top-level fields, by their index in ENTRY_COLUMNS (extra, index 10, is everything else).
 const F_REQUEST_ID = 0;
@@ -125,6 +128,8 @@ export class EntryEncoder {
   private extras: number[] = [];
   /** Spans of request_args values to redact: start, end, per value. */
   private redactions: number[] = [];
+  /** Extras replaced by a later member of the same key. */
+  private dead = 0;
   /** Hash table of the extras' keys (index + 1 per slot, 0 empty), once a line has many. */
   private slots: Int32Array = new Int32Array(0);
 
@@ -152,8 +157,25 @@ export class EntryEncoder {
    * reason of {@link parseEntry}.
    */
   encode(line: Buffer): EncodeResult {
-    const copy = this.fast(line);
-    if (copy !== null) return { ok: true, copy, sanitized: NONE, redacted: this.redactions.length / 2 };
+    if (!isUtf8(line)) {
+      // Invalid UTF-8 becomes U+FFFD (CONTRACT.md §3), as the reference decodes it; the repaired
+      // bytes then take the fast path like any line.
+      const repaired = Buffer.from(line.toString('utf8'), 'utf8');
+      const copy = this.fast(repaired);
+      if (copy !== null) {
+        const s = this.start[F_REQUEST_ID]!;
+        return {
+          ok: true,
+          copy,
+          sanitized: INVALID_UTF8,
+          redacted: this.redactions.length / 2,
+          requestId: repaired.toString('latin1', s + 1, this.end[F_REQUEST_ID]! - 1),
+        };
+      }
+    } else {
+      const copy = this.fast(line);
+      if (copy !== null) return { ok: true, copy, sanitized: NONE, redacted: this.redactions.length / 2 };
+    }
     const r = parseEntry(line, this.options);
     if (!r.ok) return r;
     return {
@@ -174,6 +196,7 @@ export class EntryEncoder {
     if (!isUtf8(line)) return null;
     this.b = line;
     this.extras.length = 0;
+    this.dead = 0;
     this.redactions.length = 0;
     this.start.fill(-1);
     if (!this.scanTop()) return null;
@@ -238,17 +261,19 @@ export class EntryEncoder {
       i = this.ws(i + 1);
       const vs = i;
       const field = this.field(ks + 1, ke - 1);
-      if (field === F_ARGS) i = this.scanValue(i, 1, this.redactOn);
-      else if (b[i] === QUOTE) {
+      if (field === F_ARGS) {
+        this.redactions.length = 0; // a repeated request_args: only the last one's count
+        i = this.scanValue(i, 1, this.redactOn);
+      } else if (b[i] === QUOTE) {
         i = this.scanString(i);
         if (field >= 0) this.escaped[field] = this.esc ? 1 : 0;
       } else i = this.scanValue(i, 1, false);
       if (i < 0) return false;
       if (field >= 0) {
-        if (this.start[field]! >= 0) return false; // repeated key: JSON.parse keeps the last
+        // A repeated key: the last one counts, as with JSON.parse.
         this.start[field] = vs;
         this.end[field] = i;
-      } else if (!this.unknown(ks, ke, vs, i)) return false;
+      } else this.unknown(ks, ke, vs, i);
       i = this.ws(i);
       if (b[i] === 0x2c) {
         i = this.ws(i + 1);
@@ -260,26 +285,33 @@ export class EntryEncoder {
   }
 
   /**
-   * Records an unknown top-level member for `extra`; false on a repeated key. The first few keys are
-   * compared directly; past {@link LINEAR_KEYS}, an open-addressing table of key hashes (FNV-1a over
-   * the key's bytes, compared byte for byte on a hash match) finds repeats, so tens of thousands of
-   * keys cost linear time, not quadratic, and no string per key.
+   * Records an unknown top-level member for `extra`. A repeated key replaces the earlier member,
+   * which is marked dead (value start -1): the last value counts and takes the last place, as with
+   * `JSON.parse` and a Map. The first few keys are compared directly; past {@link LINEAR_KEYS}, an
+   * open-addressing table of key hashes (FNV-1a over the key's bytes, compared byte for byte on a
+   * hash match) finds repeats: tens of thousands of keys cost linear time, and no string per key.
    */
-  private unknown(ks: number, ke: number, vs: number, ve: number): boolean {
+  private unknown(ks: number, ke: number, vs: number, ve: number): void {
     const b = this.b;
-    if (this.ignore?.has(b.toString('utf8', ks + 1, ke - 1))) return true;
+    if (this.ignore?.has(b.toString('utf8', ks + 1, ke - 1))) return;
     const x = this.extras;
     const count = x.length / 4;
     if (count < LINEAR_KEYS) {
       for (let k = 0; k < x.length; k += 4) {
-        if (x[k + 1]! - x[k]! === ke - ks && b.compare(b, ks, ke, x[k], x[k + 1]) === 0) return false;
+        if (x[k + 2]! >= 0 && x[k + 1]! - x[k]! === ke - ks && b.compare(b, ks, ke, x[k], x[k + 1]) === 0) {
+          x[k + 2] = -1;
+          this.dead++;
+        }
       }
     } else {
       if (count === LINEAR_KEYS || 2 * (count + 1) > this.slots.length) this.rehash(count);
-      if (!this.insertKey(ks, ke, count)) return false;
+      const earlier = this.insertKey(ks, ke, count);
+      if (earlier >= 0) {
+        x[4 * earlier + 2] = -1;
+        this.dead++;
+      }
     }
     x.push(ks, ke, vs, ve);
-    return true;
   }
 
   /** FNV-1a of b[s, e). */
@@ -291,10 +323,10 @@ export class EntryEncoder {
   }
 
   /**
-   * Puts the key b[ks, ke) of extras member `member` in the hash table, or finds it there.
-   * @returns false when an equal key is already there
+   * Puts the key b[ks, ke) of extras member `member` in the hash table.
+   * @returns the live member with an equal key that it replaces, or -1
    */
-  private insertKey(ks: number, ke: number, member: number): boolean {
+  private insertKey(ks: number, ke: number, member: number): number {
     const slots = this.slots;
     const mask = slots.length - 1;
     const b = this.b;
@@ -303,11 +335,14 @@ export class EntryEncoder {
       const m = slots[at]! - 1;
       if (m < 0) {
         slots[at] = member + 1;
-        return true;
+        return -1;
       }
       const os = x[4 * m]!;
       const oe = x[4 * m + 1]!;
-      if (oe - os === ke - ks && b.compare(b, ks, ke, os, oe) === 0) return false;
+      if (oe - os === ke - ks && b.compare(b, ks, ke, os, oe) === 0) {
+        slots[at] = member + 1;
+        return m;
+      }
     }
   }
 
@@ -316,7 +351,9 @@ export class EntryEncoder {
     let size = 64;
     while (size < 4 * (count + 1)) size *= 2;
     this.slots = new Int32Array(size);
-    for (let m = 0; m < count; m++) this.insertKey(this.extras[4 * m]!, this.extras[4 * m + 1]!, m);
+    for (let m = 0; m < count; m++) {
+      if (this.extras[4 * m + 2]! >= 0) this.insertKey(this.extras[4 * m]!, this.extras[4 * m + 1]!, m);
+    }
   }
 
   /** Index of a known top-level field named by b[s, e), or -1. */
@@ -722,14 +759,17 @@ export class EntryEncoder {
   /** The `extra` column: `{"key":value,…}` of the unknown members, or `\N` when there are none. */
   private extra(): void {
     const x = this.extras;
-    if (x.length === 0) {
+    if (x.length / 4 === this.dead) {
       this.nullValue();
       return;
     }
     // Keys hold no escapes (declined in scanTop), so their text is what JSON.stringify writes.
     this.out[this.o++] = 0x7b;
+    let first = true;
     for (let k = 0; k < x.length; k += 4) {
-      if (k > 0) this.out[this.o++] = 0x2c;
+      if (x[k + 2]! < 0) continue; // replaced by a later member of the same key
+      if (!first) this.out[this.o++] = 0x2c;
+      first = false;
       this.copyRaw(x[k]!, x[k + 1]!);
       this.out[this.o++] = 0x3a;
       this.jsonText(x[k + 2]!, x[k + 3]!, false);

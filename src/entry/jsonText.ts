@@ -174,6 +174,18 @@ function hex4(b: Uint8Array, i: number): number {
   return (a << 12) | (c << 8) | (d << 4) | e;
 }
 
+/**
+ * The key b[s, e) (a string literal) for a reported path: at most MAX_PATH_CHARS characters, and
+ * only that much of a long plain key is decoded (a key may be most of a 1 MiB line).
+ */
+function keyForPath(b: Buffer, s: number, e: number): string {
+  const cut = Math.min(e - 1, s + 1 + 4 * MAX_PATH_CHARS);
+  if (cut < e - 1 && b.subarray(s + 1, cut).indexOf(BACKSLASH) < 0) {
+    return b.toString('utf8', s + 1, cut).slice(0, MAX_PATH_CHARS);
+  }
+  return decodeStringLiteral(b, s, e).slice(0, MAX_PATH_CHARS);
+}
+
 /** True when b[s, e) holds a backslash followed by `u` (small values: a loop, no view). */
 function hasUnicodeEscape(b: Buffer, s: number, e: number): boolean {
   if (e - s > 256) return b.subarray(s, e).indexOf('\\u') >= 0;
@@ -231,8 +243,7 @@ export function rewriteJson(
     const top = kind.length - 1;
     for (let d = 0; d <= top && p.length < MAX_PATH_CHARS; d++) {
       if (kind[d] === 1) p += `[${index[d]}]`;
-      else if (d < top || !forKey)
-        p += `.${decodeStringLiteral(b, keyStart[d]!, keyEnd[d]!).slice(0, MAX_PATH_CHARS)}`;
+      else if (d < top || !forKey) p += `.${keyForPath(b, keyStart[d]!, keyEnd[d]!)}`;
     }
     if (forKey) p += '{key}';
     return p.length > MAX_PATH_CHARS ? `${p.slice(0, MAX_PATH_CHARS)}…` : p;
