@@ -7,6 +7,7 @@
  */
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RejectRecord, WriteEntry } from '../../src/db/writer.js';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
@@ -154,6 +155,68 @@ describe('serve on a damaged spool', () => {
     expect(got.ids).toEqual(expect.arrayContaining(range(tag, 16, 18)));
     expect(got.ids).not.toContain(id(tag, 13));
     expect(got.rows).toBe(got.ids.length);
+    expect(await s.stop()).toBe(0);
+  });
+});
+
+describe('serve on a forged spool (CONTRACT §4: spool files are input)', () => {
+  it('loads at start-up through the socket path: forged entries set aside and logged, secrets redacted', async () => {
+    const tag = 'd5200000';
+    const dir = await tempDir('ag-spool-forged-');
+    const spoolDir = join(dir, 'spool');
+    await mkdir(spoolDir, { recursive: true });
+    const good = entries(tag, 1, 4).map((e) => e.copy.toString('utf8'));
+    const cols = (n: number) => entries(tag, n, n)[0]!.copy.toString('utf8').slice(0, -1).split('\t');
+    const infinity = cols(5);
+    infinity[1] = 'infinity';
+    const secret = cols(6);
+    secret[6] = '{"Password":"hunter2","q":"x"}';
+    const forged = [
+      '\\.\n',
+      `${infinity.join('\t')}\n`,
+      `${secret.join('\t')}\n`,
+      `${good[0]!.slice(0, -1)}\n${good[1]}`,
+    ];
+    const payload = Buffer.from(
+      JSON.stringify({ v: 2, entries: [...good.slice(2), ...forged], rejects: [] }),
+    );
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(payload.length, 0);
+    head.writeUInt32BE(crc32(payload), 4);
+    await writeFile(
+      join(spoolDir, 'spool-0000000000000001.seg'),
+      Buffer.concat([SPOOL_MAGIC, head, payload]),
+    );
+    const s = await startServe({
+      databaseUrl: t.url,
+      dataDir: dir,
+      socket: join(dir, 's.sock'),
+      args: ['--log-level', 'info', '--spool-dir', spoolDir],
+    });
+    await waitFor(
+      async () => (await readdir(spoolDir)).every((f) => !f.endsWith('.seg')),
+      'the spool segment to be loaded',
+      30_000,
+      100,
+    );
+    // 3, 4 and the redacted 6; not the two rows smuggled in one entry (1, 2), nor the infinite 5.
+    expect((await stored(tag)).ids).toEqual([id(tag, 3), id(tag, 4), id(tag, 6)]);
+    const args = await t.query<{ a: unknown }>(
+      'SELECT request_args AS a FROM audit_log WHERE request_id = $1',
+      [id(tag, 6)],
+    );
+    expect(args.rows[0]!.a).toEqual({ Password: '[REDACTED]', q: 'x' });
+    const rejects = await t.query<{ reason: string }>(
+      `SELECT reason FROM audit_reject WHERE source = 'spool:spool-0000000000000001.seg' ORDER BY id`,
+    );
+    expect(rejects.rows.map((r) => r.reason)).toEqual([
+      'spool entry set aside: spool record: 1 columns, expected 11',
+      'spool entry set aside: timestamp: not an RFC 3339 time with zone',
+      'spool entry set aside: spool record: a raw newline inside an entry',
+    ]);
+    expect(
+      s.logs().some((l) => (l.level ?? 0) >= 50 && /set aside/.test(String(l.msg)) && l.entries === 3),
+    ).toBe(true);
     expect(await s.stop()).toBe(0);
   });
 });
