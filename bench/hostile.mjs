@@ -152,6 +152,7 @@ async function main() {
         [
           '--expose-gc',
           '--max-old-space-size=2048',
+          '--max-semi-space-size=256',
           fileURLToPath(import.meta.url),
           '--dist',
           dist,

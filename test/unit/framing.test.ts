@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type Frame, LineFramer } from '../../src/entry/framing.js';
 
@@ -9,7 +10,7 @@ function frame(
   const out: (string | { blank: true } | { oversized: number; head: string })[] = [];
   const sink = (f: Frame) => {
     if (f.kind === 'line') out.push(f.line.toString('utf8'));
-    else if (f.kind === 'blank') out.push({ blank: true });
+    else if (f.kind === 'blank') for (let k = 0; k < f.count; k++) out.push({ blank: true });
     else out.push({ oversized: f.size, head: f.head.toString('latin1') });
   };
   const framer = new LineFramer(max);
@@ -92,5 +93,36 @@ describe('LineFramer', () => {
     expect(framer.abort()).toBe(3);
     framer.end((f) => lines.push(f));
     expect(lines).toHaveLength(1);
+  });
+
+  it('counts runs of blank lines in one frame, and agrees with a naive split however chunks cut', () => {
+    const run: Frame[] = [];
+    new LineFramer(64).push(Buffer.from('\n\r\n\n\nx\n'), (f) => run.push(f));
+    expect(run).toEqual([
+      { kind: 'blank', count: 4 },
+      { kind: 'line', line: Buffer.from('x') },
+    ]);
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('\n', '\r\n', '\r', ' ', '\t', 'x', '{}'), { maxLength: 40 }),
+        fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 10 }),
+        (parts, cuts) => {
+          const text = parts.join('');
+          const chunks: string[] = [];
+          for (let i = 0, k = 0; i < text.length; k++) {
+            const n = cuts[k % cuts.length]!;
+            chunks.push(text.slice(i, i + n));
+            i += n;
+          }
+          const want = text.split('\n');
+          if (want.at(-1) === '') want.pop();
+          const expected = want
+            .map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
+            .map((l) => (/^[ \t\r]*$/.test(l) ? { blank: true } : l));
+          expect(frame(chunks, 64)).toEqual(expected);
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });
