@@ -34,7 +34,7 @@ function replay(args: string[], input?: Buffer): Promise<RunResult> {
   return run(process.execPath, [BIN, 'replay', '--no-progress', '--database-url', t.url, ...args], {
     env: cleanEnv(),
     input,
-    timeoutMs: 120_000,
+    timeoutMs: 280_000,
   });
 }
 
@@ -195,7 +195,7 @@ describe('replay on oversized, damaged and blank input', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('read 305, stored 5, skipped 0, rejected 300\n');
     expect(await rows(tag)).toBe(5);
-  });
+  }, 300_000); // 300 MB of reject heads go into Postgres: minutes on a loaded machine
 
   it('a truncated gzip: exit 1 naming the file; the entries before the cut are stored', async () => {
     const tag = 'f9030000';
@@ -241,7 +241,7 @@ describe('replay of a file that is not NDJSON (issue 12 item 3)', () => {
     await writeFile(bin, Buffer.from(Array.from({ length: 4096 }, (_, k) => (k * 7919) % 256)));
     const arr = join(dir, 'array.json');
     await writeFile(arr, `[${entry(tag, 1)}]\n`);
-    const before = await t.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_reject');
+
     for (const f of [csv, bin, arr]) {
       const r = await replay([f]);
       expect(r.code, f).toBe(1);
@@ -255,8 +255,7 @@ describe('replay of a file that is not NDJSON (issue 12 item 3)', () => {
     await writeFile(good, `${entry(tag, 1)}\n`);
     expect((await replay([good, csv])).code).toBe(1);
     expect(await rows(tag)).toBe(0);
-    const after = await t.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_reject');
-    expect(after.rows[0]!.n).toBe(before.rows[0]!.n);
+    for (const f of [csv, bin, arr, good]) expect(await rejectsOf(`replay:${f}:%`), f).toEqual([]);
     // stdin: refused as it is read
     const s = await replay(['-'], Buffer.from('a,b,c\n1,2,3\n'));
     expect(s.code).toBe(1);
