@@ -34,12 +34,13 @@
  * kept for an operator, renamed to `.corrupt`.
  */
 import { closeSync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { RejectRecord, WriteEntry } from '../db/writer.js';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { ensurePrivateDir } from '../util/privateFiles.js';
 
 /** The magic bytes at the start of every segment (also how `replay` recognises a spool file). */
 export const SPOOL_MAGIC = Buffer.from('AGSPOOL1');
@@ -141,6 +142,8 @@ export function readSegment(buf: Buffer, source: string): SegmentRead {
 /** Options of {@link Spool}. */
 export interface SpoolOptions {
   dir: string;
+  /** True when `dir` is the default inside the data dir: a symbolic link there is refused. */
+  inDataDir?: boolean;
   /** Cap of all segment files together, in bytes. */
   maxBytes: number;
   /** A segment is closed and a new one begun past this size, in bytes (default 16 MiB). */
@@ -167,9 +170,13 @@ export class Spool {
     this.segmentBytes = options.segmentBytes ?? 16 * 1024 * 1024;
   }
 
-  /** Opens (creating) the directory and measures what is already there. */
+  /**
+   * Opens (creating) the directory, private to us (0700, CONTRACT.md §4 "Neighbours"), and
+   * measures what is already there.
+   * @throws AuditGatewayError when the directory belongs to another user (or is a link in the data dir).
+   */
   static async open(options: SpoolOptions, log: Logger): Promise<Spool> {
-    await mkdir(options.dir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(options.dir, { what: '--spool-dir', noLink: options.inDataDir ?? false });
     const spool = new Spool(options, log);
     for (const f of await spool.segments()) {
       spool.totalBytes += (await stat(join(options.dir, f.name))).size;

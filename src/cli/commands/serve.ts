@@ -1,14 +1,15 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
-import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
-import { isAlive } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
+import type { Logger } from '../../log.js';
+import { takePidFile } from '../../util/pidFile.js';
+import { ensurePrivateDir } from '../../util/privateFiles.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
@@ -54,18 +55,14 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-/** Takes `<data dir>/serve.pid`: only one `serve` owns a data dir (CONTRACT.md §2). */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const file = join(dataDir, 'serve.pid');
-  const held = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(held) && held > 0 && held !== process.pid && isAlive(held)) {
-    throw new AuditGatewayError(
-      `--data-dir ${dataDir}: already used by another 'audit-gateway serve' (pid ${held}); stop it or choose another --data-dir`,
-    );
-  }
-  await writeFile(file, `${process.pid}\n`);
-  return () => unlink(file).catch(() => {});
+/**
+ * Makes the data dir private and takes its pid file: only one `serve` owns a data dir (CONTRACT.md
+ * §2), and no other local user can read or forge what is in it (§4 "Neighbours").
+ */
+async function lockDataDir(dataDir: string, log: Logger): Promise<() => Promise<void>> {
+  // As root, the embedded Postgres then gives its group search permission (db/embedded.ts).
+  await ensurePrivateDir(dataDir, { what: '--data-dir', mode: 0o700 });
+  return takePidFile(dataDir, log);
 }
 
 /** Registers `serve`. */
@@ -187,7 +184,7 @@ Examples:
     const log = loggerOf(opts);
     // A live daemon on the socket is named before the data dir it may share (known-traps C20).
     await ensureSocketNotLive(opts.socket);
-    const unlock = await lockDataDir(opts.dataDir);
+    const unlock = await lockDataDir(opts.dataDir, log);
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
     let unwritten = 0;
@@ -201,7 +198,11 @@ Examples:
       });
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
       const spool = await Spool.open(
-        { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
+        {
+          dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
+          inDataDir: opts.spoolDir === undefined,
+          maxBytes: opts.maxSpoolBytes,
+        },
         log,
       );
       // The metrics read the daemon's totals at scrape time (the closures run after it exists).
