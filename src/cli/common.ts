@@ -53,15 +53,24 @@ export function openFromOptions(opts: CommonOptions, log: Logger, owner = false)
   return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
 }
 
+/** The longest delay Node's timers can hold, in ms (2^31 - 1; a longer one fires at once). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
- * A commander argument parser for whole numbers of at least `min` (exit 2 with commander's one-line
- * message naming the flag otherwise).
+ * A commander argument parser for whole numbers from `min` to `max` (default: the largest safe
+ * integer), written in decimal digits only: `0x10`, `1e3`, `5.0`, ` 5`, `+5` and the empty string
+ * are refused (exit 2 with commander's one-line message naming the flag and its value).
  */
-export function intAtLeast(min: number): (value: string) => number {
+export function intAtLeast(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    const n = /^[0-9]{1,16}$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(
+        max === Number.MAX_SAFE_INTEGER
+          ? `expected a whole number >= ${min}`
+          : `expected a whole number from ${min} to ${max}`,
+      );
+    }
     return n;
   };
 }

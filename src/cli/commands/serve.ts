@@ -1,4 +1,5 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
@@ -10,7 +11,14 @@ import { Spool } from '../../ingest/spool.js';
 import type { Logger } from '../../log.js';
 import { takePidFile } from '../../util/pidFile.js';
 import { ensurePrivateDir } from '../../util/privateFiles.js';
-import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
+import {
+  addCommonOptions,
+  type CommonOptions,
+  intAtLeast,
+  loggerOf,
+  MAX_TIMER_MS,
+  openFromOptions,
+} from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
@@ -37,22 +45,47 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string 
   return env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock') : '/tmp/audit-gateway.sock';
 }
 
-/** Parses a duration for --shutdown-timeout: `10s`, `500ms`, `2m`, or plain seconds. Returns ms. */
-export function parseDurationMs(value: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
-  if (!m) throw new InvalidArgumentError('expected a duration such as 10s, 500ms or 2m');
-  const n = Number(m[1]);
-  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000);
+/**
+ * Parses a duration: `10s`, `500ms`, `2m`, or plain seconds (`1.5`). Returns ms, from `minMs` to
+ * {@link MAX_TIMER_MS} (a longer delay would make Node's timer fire at once).
+ * @throws InvalidArgumentError (exit 2 naming the flag) otherwise.
+ */
+export function parseDurationMs(value: string, minMs = 0): number {
+  const m = /^(\d{1,12}(?:\.\d{1,6})?)(ms|s|m)?$/.exec(value);
+  const ms = m ? Math.round(Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000)) : Number.NaN;
+  if (!m || !(ms >= minMs) || ms > MAX_TIMER_MS) {
+    throw new InvalidArgumentError(
+      `expected a duration such as 10s, 500ms or 2m, from ${minMs}ms to ${Math.floor(MAX_TIMER_MS / 60_000)}m`,
+    );
+  }
+  return ms;
 }
 
-/** Parses `--listen HOST:PORT` (`:PORT` or `PORT` alone means 127.0.0.1). */
+/** A duration of at least 1 ms (a write timeout of 0 would time every write out). */
+function positiveDurationMs(value: string): number {
+  return parseDurationMs(value, 1);
+}
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/**
+ * Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (meaning 127.0.0.1), CONTRACT.md §4: the port is
+ * 1–65535 in decimal without leading zeros, the host an IP address or a DNS name (RFC 1123); any
+ * other form (`7070` alone, `00`, port 0) is a usage error (exit 2 naming the flag).
+ */
 export function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d+)$/.exec(value.trim());
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):([1-9][0-9]{0,4})$/.exec(value);
   const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7070');
+  const host = m ? (m[1] ?? m[2] ?? '') : '';
+  const hostOk =
+    m?.[1] !== undefined ? isIP(host) === 6 : host === '' || isIP(host) === 4 || HOSTNAME_RE.test(host);
+  if (!m || !hostOk || port < 1 || port > 65535) {
+    throw new InvalidArgumentError(
+      'expected HOST:PORT (or :PORT for 127.0.0.1) with a port from 1 to 65535, e.g. 127.0.0.1:7070',
+    );
   }
-  return { host: m[1] || m[2] || '127.0.0.1', port };
+  return { host: host || '127.0.0.1', port };
 }
 
 /**
@@ -100,7 +133,7 @@ export function registerServe(program: Command): void {
       new Option('--flush-ms <ms>', 'write a batch this long after its first entry')
         .env(env('FLUSH_MS'))
         .default(50)
-        .argParser(intAtLeast(0)),
+        .argParser(intAtLeast(0, MAX_TIMER_MS)),
     )
     .addOption(
       new Option('--max-queue <n>', 'entries waiting in memory before the sockets are paused')
@@ -121,7 +154,7 @@ export function registerServe(program: Command): void {
       new Option('--max-line-bytes <bytes>', 'longest line accepted; longer ones are rejected')
         .env(env('MAX_LINE_BYTES'))
         .default(1024 * 1024)
-        .argParser(intAtLeast(64)),
+        .argParser(intAtLeast(64, 1024 * 1024 * 1024)),
     )
     .addOption(
       new Option(
@@ -138,13 +171,13 @@ export function registerServe(program: Command): void {
       )
         .env(env('WRITE_TIMEOUT'))
         .default(10_000, '10s')
-        .argParser(parseDurationMs),
+        .argParser(positiveDurationMs),
     )
     .addOption(
       new Option('--shutdown-timeout <duration>', 'how long a stop may take to write what it holds')
         .env(env('SHUTDOWN_TIMEOUT'))
         .default(10_000, '10s')
-        .argParser(parseDurationMs),
+        .argParser((v) => parseDurationMs(v)),
     )
     .addOption(
       new Option(
