@@ -3,6 +3,7 @@
  * each line, queues entries and rejects in order, and, after the `{"ack":true}` handshake, writes
  * one response line per entry line, in order.
  */
+import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WriteEntry } from '../db/writer.js';
 import type { EntryEncoder } from '../entry/encode.js';
@@ -231,7 +232,8 @@ export class Connection implements ItemOwner {
     this.inFlight++;
     this.ctx.queue.push({
       kind: 'reject',
-      reject: { source, reason, raw },
+      // A random key: the reject is stored once however often its write is retried (audit_reject.reject_key).
+      reject: { source, reason, raw, key: randomUUID() },
       bytes: raw.length,
       owner: this,
       seq,

@@ -10,7 +10,7 @@
  * ```
  * u32 BE  payload length in bytes
  * u32 BE  CRC-32 (zlib's, ISO-HDLC) of the payload
- * bytes   payload: UTF-8 JSON {"v":2,"entries":["<COPY text line>"...],"rejects":[[source,reason,raw base64]...]}
+ * bytes   payload: UTF-8 JSON {"v":2,"entries":["<COPY text line>"...],"rejects":[[source,reason,raw base64,key?]...]}
  * ```
  * One record is one batch. Each entry is its COPY text line (already validated, sanitised and
  * redacted: nothing secret reaches the disk unredacted; columns in ENTRY_COLUMNS order). The
@@ -62,7 +62,12 @@ export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Bu
     JSON.stringify({
       v: 2,
       entries: entries.map((e) => e.copy.toString('utf8')),
-      rejects: rejects.map((r) => [r.source, r.reason, r.raw.toString('base64')]),
+      // The key keeps a reject once through the spool (audit_reject.reject_key); older records lack it.
+      rejects: rejects.map((r) =>
+        r.key
+          ? [r.source, r.reason, r.raw.toString('base64'), r.key]
+          : [r.source, r.reason, r.raw.toString('base64')],
+      ),
     }),
   );
   const head = Buffer.alloc(HEADER);
@@ -79,10 +84,11 @@ function decodePayload(payload: Buffer, source: string): SpooledBatch {
     const copy = Buffer.from(line, 'utf8');
     return { copy, raw: copy, source };
   });
-  const rejects = p.rejects.map(([s, reason, raw]) => ({
+  const rejects = p.rejects.map(([s, reason, raw, key]) => ({
     source: s ?? source,
     reason: reason ?? '',
     raw: Buffer.from(raw ?? '', 'base64'),
+    ...(typeof key === 'string' && /^[0-9a-f-]{36}$/.test(key) ? { key } : {}),
   }));
   return { entries, rejects };
 }
