@@ -22,6 +22,10 @@ export interface SourceCounters {
   invalid: number;
   /** Rejected lines by bounded reason code (RejectCode). */
   rejectedByCode: Record<string, number>;
+  /** Connections closed at once because `--max-connections` were open (CONTRACT.md §4). */
+  connectionsRefused: number;
+  /** Failed accepts (EMFILE: out of file descriptors, …). */
+  acceptErrors: number;
 }
 
 /** What a connection needs from the daemon. */
@@ -32,6 +36,11 @@ export interface ConnectionContext {
   maxLineBytes: number;
   counters: SourceCounters;
   log: Logger;
+  /**
+   * Told the change in bytes held for this connection's unterminated line after each read (and
+   * their removal when it closes): they count against `--max-queue-bytes` (CONTRACT.md §4).
+   */
+  onPartial?: (conn: Connection, delta: number) => void;
 }
 
 const ACK_HANDSHAKE_MAX = 64;
@@ -68,6 +77,10 @@ export class Connection implements ItemOwner {
   private ended = false;
   private closed = false;
   private pausedByDaemon = false;
+  /** Paused because it holds many unfinished bytes while the byte budget is spent (daemon.ts). */
+  private pausedForPartial = false;
+  /** Bytes of the unterminated line last reported through `onPartial`. */
+  private reportedPartial = 0;
   /** Bytes read since this connection last let the event loop turn (see {@link onData}). */
   private bytesThisTurn = 0;
   private yielding = false;
@@ -102,6 +115,47 @@ export class Connection implements ItemOwner {
     return this.pausedByDaemon;
   }
 
+  /** True once the socket closed. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes held for this connection's unterminated line (see LineFramer.heldBytes). */
+  get partialBytes(): number {
+    return this.reportedPartial;
+  }
+
+  /** True while paused for holding unfinished bytes (see {@link pauseForPartial}). */
+  get isPausedForPartial(): boolean {
+    return this.pausedForPartial;
+  }
+
+  /**
+   * Stops reading because this connection holds many unfinished bytes while the queue's byte
+   * budget is spent; {@link resumeForPartial} undoes it. Independent of {@link pause}.
+   */
+  pauseForPartial(): void {
+    if (this.pausedForPartial) return;
+    this.pausedForPartial = true;
+    this.socket.pause();
+  }
+
+  /** Reads again after {@link pauseForPartial} (unless held for another reason). */
+  resumeForPartial(): void {
+    if (!this.pausedForPartial) return;
+    this.pausedForPartial = false;
+    this.resumeIfFree();
+  }
+
+  /** Reports the change of the held unfinished bytes to the daemon. */
+  private reportPartial(): void {
+    const now = this.closed || this.ended ? 0 : this.framer.heldBytes;
+    const delta = now - this.reportedPartial;
+    if (delta === 0) return;
+    this.reportedPartial = now;
+    this.ctx.onPartial?.(this, delta);
+  }
+
   /** Stops reading (backpressure); the kernel buffers fill and the client blocks. */
   pause(): void {
     if (this.pausedByDaemon) return;
@@ -119,7 +173,8 @@ export class Connection implements ItemOwner {
 
   /** Resumes reading when nothing holds the socket: backpressure, a yield, unread acks, the end. */
   private resumeIfFree(): void {
-    if (this.pausedByDaemon || this.yielding || this.ackBacklog || this.ended) return;
+    if (this.pausedByDaemon || this.pausedForPartial || this.yielding || this.ackBacklog || this.ended)
+      return;
     this.socket.resume();
   }
 
@@ -138,6 +193,7 @@ export class Connection implements ItemOwner {
     this.pausedByDaemon = true;
     this.ended = true;
     const lost = this.framer.abort();
+    this.reportPartial();
     if (lost > 0) {
       this.ctx.counters.truncated++;
       this.ctx.log.warn(
@@ -157,6 +213,7 @@ export class Connection implements ItemOwner {
   private onData(chunk: Buffer): void {
     this.lastData = Date.now();
     this.framer.push(chunk, this.handleFrame);
+    this.reportPartial();
     this.bytesThisTurn += chunk.length;
     if (this.bytesThisTurn >= YIELD_BYTES && !this.yielding) {
       this.yielding = true;
@@ -282,6 +339,7 @@ export class Connection implements ItemOwner {
   private onEnd(): void {
     this.ended = true;
     this.framer.end(this.handleFrame);
+    this.reportPartial();
     this.maybeFinish();
   }
 
@@ -292,6 +350,7 @@ export class Connection implements ItemOwner {
 
   private onClose(): void {
     this.closed = true;
+    this.reportPartial();
     if (!this.ended) {
       const lost = this.framer.abort();
       if (lost > 0) {

@@ -38,6 +38,7 @@ const cases: [string, string[], RegExp][] = [
       ['--max-queue-bytes', '8MiB'],
       ['--max-line-bytes', '10'],
       ['--max-spool-bytes', '1.5'],
+      ['--max-connections', '0'],
       ['--copy-min-rows', ''],
       ['--write-timeout', '0'],
       ['--write-timeout', '30d'],

@@ -58,6 +58,8 @@ export interface StartOptions {
   waitListening?: boolean;
   /** How long to wait for it (default 60 s). */
   startTimeoutMs?: number;
+  /** A command that runs node, e.g. `['prlimit', '--nofile=150:150', '--']` (default none). */
+  wrap?: string[];
 }
 
 /** A spawned `serve`. */
@@ -131,7 +133,8 @@ export async function startServe(opts: StartOptions): Promise<ServeProcess> {
   ];
   if (opts.databaseUrl !== null) args.push('--database-url', opts.databaseUrl);
   args.push(...(opts.args ?? []));
-  const proc = spawn(process.execPath, args, {
+  const [file, ...pre] = [...(opts.wrap ?? []), process.execPath];
+  const proc = spawn(file!, [...pre, ...args], {
     cwd: REPO,
     env: cleanEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,7 +6,7 @@ import { createPool, withClient } from '../../db/connect.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
-import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
+import { Daemon, DEFAULT_MAX_CONNECTIONS, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
 import type { Logger } from '../../log.js';
 import { takePidFile } from '../../util/pidFile.js';
@@ -31,6 +31,7 @@ interface ServeOptions extends CommonOptions {
   maxQueue: number;
   maxQueueBytes: number;
   maxLineBytes: number;
+  maxConnections: number;
   redactKeys: string;
   shutdownTimeout: number;
   migrate: boolean;
@@ -158,6 +159,15 @@ export function registerServe(program: Command): void {
     )
     .addOption(
       new Option(
+        '--max-connections <n>',
+        'clients connected at once; the next one is closed at once, logged and counted in /metrics',
+      )
+        .env(env('MAX_CONNECTIONS'))
+        .default(DEFAULT_MAX_CONNECTIONS)
+        .argParser(intAtLeast(1, 1_000_000)),
+    )
+    .addOption(
+      new Option(
         '--redact-keys <keys>',
         'comma-separated request_args keys whose values become "[REDACTED]"; \'\' turns it off',
       )
@@ -249,6 +259,8 @@ Examples:
         oldestAgeMs: () => daemon?.queue.oldestAgeMs() ?? 0,
         spoolBytes: () => spool.bytes,
         spooling: () => daemon?.queue.spooling ?? false,
+        connections: () => daemon?.connectionCount ?? 0,
+        unfinishedBytes: () => daemon?.unfinishedBytes ?? 0,
       });
       daemon = new Daemon(
         {
@@ -262,6 +274,7 @@ Examples:
           maxQueue: opts.maxQueue,
           maxQueueBytes: opts.maxQueueBytes,
           maxLineBytes: opts.maxLineBytes,
+          maxConnections: opts.maxConnections,
           redactKeys: parseRedactKeys(opts.redactKeys),
           shutdownTimeoutMs: opts.shutdownTimeout,
         },
