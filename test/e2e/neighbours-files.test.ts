@@ -8,9 +8,11 @@ import { spawn } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
+  existsSync,
   lstatSync,
   mkdirSync,
   readFileSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -18,7 +20,19 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { BIN, cleanEnv, cleanupServes, run, runCli, startServe, tempDir } from '../helpers/serve.js';
+import {
+  BIN,
+  cleanEnv,
+  cleanupServes,
+  entryLine,
+  rid,
+  run,
+  runCli,
+  send,
+  startServe,
+  tempDir,
+  waitFor,
+} from '../helpers/serve.js';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
@@ -119,6 +133,56 @@ describe.skipIf(!isRoot)('private files in the data dir', () => {
     );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/--data-dir .*owned by uid 0, not by this user \(uid 65534\)/);
+  });
+});
+
+describe.skipIf(!isRoot)('the default socket', () => {
+  it("another user cannot take it first: without XDG_RUNTIME_DIR it is in the data dir, which only serve's user can enter", async () => {
+    const dir = await tempDir();
+    chmodSync(dir, 0o755);
+    const dataDir = join(dir, 'data');
+    // nobody squats the old default, /tmp/audit-gateway.sock, with a live socket of its own
+    const squat = spawn(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        'socat',
+        'UNIX-LISTEN:/tmp/audit-gateway.sock,fork',
+        'OPEN:/dev/null',
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      await waitFor(() => existsSync('/tmp/audit-gateway.sock'), 'the squatter socket');
+      const s = await startServe({
+        databaseUrl: t.url,
+        dataDir,
+        socket: join(dataDir, 'audit-gateway.sock'),
+        defaultSocket: true,
+        env: { XDG_RUNTIME_DIR: '' },
+      });
+      expect(lstatSync(s.socket).isSocket()).toBe(true);
+      const { acks } = await send(s.socket, `${entryLine(rid('d4000000', 1))}\n`, { ack: true });
+      expect(acks).toEqual([{ seq: 1, ok: true }]);
+      // nobody cannot even reach it
+      const probe = await run('setpriv', [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        'socat',
+        '-u',
+        'OPEN:/dev/null',
+        `UNIX-CONNECT:${s.socket}`,
+      ]);
+      expect(probe.code).not.toBe(0);
+      expect(probe.stderr).toMatch(/Permission denied/);
+      expect(await s.stop()).toBe(0);
+    } finally {
+      squat.kill();
+      rmSync('/tmp/audit-gateway.sock', { force: true });
+    }
   });
 });
 

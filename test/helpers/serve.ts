@@ -58,6 +58,8 @@ export interface StartOptions {
   waitListening?: boolean;
   /** How long to wait for it (default 60 s). */
   startTimeoutMs?: number;
+  /** Pass no --socket: serve picks its default (`socket` then names where it is expected). */
+  defaultSocket?: boolean;
   /** A command that runs node, e.g. `['prlimit', '--nofile=150:150', '--']` (default none). */
   wrap?: string[];
 }
@@ -124,8 +126,7 @@ export async function startServe(opts: StartOptions): Promise<ServeProcess> {
   const args = [
     BIN,
     'serve',
-    '--socket',
-    socket,
+    ...(opts.defaultSocket ? [] : ['--socket', socket]),
     '--data-dir',
     dataDir,
     '--flush-ms',

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
+import { defaultDataDir } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
@@ -22,7 +23,7 @@ import {
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
-  socket: string;
+  socket?: string;
   listen?: { host: string; port: number };
   batchSize: number;
   maxWriteEntries: number;
@@ -41,9 +42,17 @@ interface ServeOptions extends CommonOptions {
   metricsListen?: { host: string; port: number };
 }
 
-/** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
-export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock') : '/tmp/audit-gateway.sock';
+/**
+ * The default socket: `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `<data dir>/audit-gateway.sock`.
+ * Not `/tmp/audit-gateway.sock`: any local user could create that name first and so keep `serve`
+ * from starting or receive the gateway's entries (CONTRACT.md §4 "Neighbours", issue 10). Both
+ * defaults are in a directory only this user can enter (XDG's runtime dir is 0700, the data dir
+ * too), so only the same user (and root) can connect; `--socket` puts it elsewhere.
+ */
+export function defaultSocketPath(dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return env.XDG_RUNTIME_DIR
+    ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock')
+    : join(dataDir, 'audit-gateway.sock');
 }
 
 /**
@@ -106,9 +115,10 @@ export function registerServe(program: Command): void {
     .command('serve')
     .description('run the writer daemon: NDJSON entries from a Unix socket (and TCP) into Postgres')
     .addOption(
-      new Option('--socket <path>', 'Unix socket to listen on (mode 0660)')
-        .env(env('SOCKET'))
-        .default(defaultSocketPath()),
+      new Option(
+        '--socket <path>',
+        'Unix socket to listen on (mode 0660; default $XDG_RUNTIME_DIR/audit-gateway.sock, else <data dir>/audit-gateway.sock, a directory only this user can enter)',
+      ).env(env('SOCKET')),
     )
     .addOption(
       new Option('--listen <host:port>', 'also listen on TCP (loopback unless you name another address)')
@@ -218,15 +228,16 @@ export function registerServe(program: Command): void {
       'after',
       `
 Examples:
-  $ audit-gateway serve                                  # embedded Postgres, socket ${defaultSocketPath()}
+  $ audit-gateway serve                                  # embedded Postgres, socket ${defaultSocketPath(defaultDataDir())}
   $ audit-gateway serve --database-url postgres://audit@db/audit --listen 127.0.0.1:7070
   $ printf '%s\\n' '{"request_id":"…","timestamp":"2026-11-29T10:00:00Z","client_subject":"alice","tool_name":"fs.read","response_status":"success"}' \\
-      | socat -t 5 - UNIX-CONNECT:${defaultSocketPath()}`,
+      | socat -t 5 - UNIX-CONNECT:${defaultSocketPath(defaultDataDir())}`,
     );
   addCommonOptions(cmd, 'info').action(async (opts: ServeOptions) => {
     const log = loggerOf(opts);
+    const socketPath = opts.socket ?? defaultSocketPath(opts.dataDir);
     // A live daemon on the socket is named before the data dir it may share (known-traps C20).
-    await ensureSocketNotLive(opts.socket);
+    await ensureSocketNotLive(socketPath);
     const unlock = await lockDataDir(opts.dataDir, log);
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
@@ -264,7 +275,7 @@ Examples:
       });
       daemon = new Daemon(
         {
-          socketPath: opts.socket,
+          socketPath,
           socketMode: 0o660,
           listen: opts.listen,
           batchSize: opts.batchSize,
