@@ -26,6 +26,8 @@ export interface SourceCounters {
   connectionsRefused: number;
   /** Failed accepts (EMFILE: out of file descriptors, …). */
   acceptErrors: number;
+  /** TCP clients refused in the TLS handshake (no or a wrong client certificate, not TLS). */
+  tlsErrors: number;
 }
 
 /** What a connection needs from the daemon. */

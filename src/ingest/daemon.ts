@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, TLSSocket } from 'node:tls';
 import { EntryEncoder } from '../entry/encode.js';
 import { AuditGatewayError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -23,6 +24,11 @@ export interface DaemonConfig extends QueueOptions {
   socketMode: number;
   /** Optional TCP listener. */
   listen?: { host: string; port: number };
+  /**
+   * TLS on the TCP listener (node:tls): PEM certificate chain and key; with `clientCa`, clients
+   * must present a certificate signed by it (CONTRACT.md §4 "Neighbours").
+   */
+  tls?: { cert: Buffer; key: Buffer; clientCa?: Buffer };
   maxLineBytes: number;
   /**
    * Clients connected at once (CONTRACT.md §4, default 1024); the next one is closed at once,
@@ -126,6 +132,7 @@ export class Daemon {
     invalid: 0,
     connectionsRefused: 0,
     acceptErrors: 0,
+    tlsErrors: 0,
   };
   /** Bytes all connections hold for unterminated lines (they count against maxQueueBytes). */
   private partialBytes = 0;
@@ -280,7 +287,9 @@ export class Daemon {
     await chmod(socketPath, this.config.socketMode);
     if (this.config.listen) {
       const { host, port } = this.config.listen;
-      const tcp = createServer({ allowHalfOpen: true }, (s) => this.accept(s, 'tcp'));
+      const tcp = this.config.tls
+        ? this.tlsServer(this.config.tls)
+        : createServer({ allowHalfOpen: true }, (s) => this.accept(s, 'tcp'));
       try {
         await listenOn(tcp, { host, port });
       } catch (err) {
@@ -295,6 +304,13 @@ export class Daemon {
       {
         socket: socketPath,
         tcp: this.config.listen ? `${this.config.listen.host}:${this.tcpPort}` : undefined,
+        tls: this.config.listen
+          ? this.config.tls
+            ? this.config.tls.clientCa
+              ? 'client certificates required'
+              : 'server certificate only'
+            : 'off'
+          : undefined,
         batch_size: this.config.batchSize,
         max_write_entries: this.config.maxWriteEntries,
         flush_ms: this.config.flushMs,
@@ -307,6 +323,32 @@ export class Daemon {
       },
       'serve: listening',
     );
+  }
+
+  /**
+   * The TLS listener: a client that fails the handshake (no certificate or one the CA did not sign,
+   * when `clientCa` is given; not TLS at all) is refused, logged and counted (`tlsErrors`).
+   */
+  private tlsServer(tls: NonNullable<DaemonConfig['tls']>): Server {
+    const server = createTlsServer(
+      {
+        cert: tls.cert,
+        key: tls.key,
+        ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+        minVersion: 'TLSv1.2',
+        handshakeTimeout: 10_000,
+        allowHalfOpen: true,
+      },
+      (s) => this.accept(s, 'tcp'),
+    );
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, s: TLSSocket) => {
+      this.counters.tlsErrors++;
+      this.log.warn(
+        { remote: `${s.remoteAddress}:${s.remotePort}`, code: err.code, err: err.message },
+        'refused a TCP client: TLS handshake failed',
+      );
+    });
+    return server;
   }
 
   /**
@@ -349,6 +391,13 @@ export class Daemon {
       kind === 'unix'
         ? `unix#${this.nextConnId++}`
         : `tcp#${this.nextConnId++}:${socket.remoteAddress}:${socket.remotePort}`;
+    if (socket instanceof TLSSocket && this.config.tls?.clientCa) {
+      const subject = socket.getPeerCertificate().subject;
+      this.log.info(
+        { conn: id, client_cert: subject ? { CN: subject.CN, O: subject.O } : null },
+        'TLS client',
+      );
+    }
     const conn = new Connection(id, socket, {
       queue: this.queue,
       encoder: this.encoder,

@@ -85,6 +85,11 @@ export class DaemonMetrics {
       () => src.source().connectionsRefused,
     );
     counter(
+      'audit_gateway_tls_handshake_errors_total',
+      'TCP clients refused in the TLS handshake (no or a wrong client certificate, not TLS).',
+      () => src.source().tlsErrors,
+    );
+    counter(
       'audit_gateway_accept_errors_total',
       'Connections that could not be accepted (EMFILE: out of file descriptors, ...).',
       () => src.source().acceptErrors,

@@ -1,4 +1,5 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
+import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -6,7 +7,7 @@ import { createPool, withClient } from '../../db/connect.js';
 import { defaultDataDir } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
-import { AuditGatewayError } from '../../errors.js';
+import { AuditGatewayError, messageOf, UsageError } from '../../errors.js';
 import { Daemon, DEFAULT_MAX_CONNECTIONS, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
 import type { Logger } from '../../log.js';
@@ -25,6 +26,10 @@ import { exitIfStuck, onStopSignals } from '../signals.js';
 interface ServeOptions extends CommonOptions {
   socket?: string;
   listen?: { host: string; port: number };
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecureListen?: boolean;
   batchSize: number;
   maxWriteEntries: number;
   writeTimeout: number;
@@ -98,6 +103,49 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: host || '127.0.0.1', port };
 }
 
+/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/**
+ * Checks the TLS flags against --listen (CONTRACT.md §4 "Neighbours") and reads the files.
+ * @throws UsageError (exit 2) for a combination that makes no sense or a non-loopback --listen
+ *   without TLS nor --insecure-listen; AuditGatewayError (exit 1) naming a file that cannot be read.
+ */
+export async function tlsOptions(
+  opts: Pick<ServeOptions, 'listen' | 'tlsCert' | 'tlsKey' | 'tlsClientCa' | 'insecureListen'>,
+): Promise<{ cert: Buffer; key: Buffer; clientCa?: Buffer } | undefined> {
+  const any = opts.tlsCert ?? opts.tlsKey ?? opts.tlsClientCa;
+  if (any !== undefined && !opts.listen) {
+    throw new UsageError(
+      '--tls-cert, --tls-key and --tls-client-ca secure the --listen port: give --listen too',
+    );
+  }
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined) || (opts.tlsClientCa && !opts.tlsCert)) {
+    throw new UsageError('TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)');
+  }
+  if (opts.listen && !opts.tlsCert && !isLoopback(opts.listen.host) && !opts.insecureListen) {
+    const { host, port } = opts.listen;
+    throw new UsageError(
+      `--listen ${host}:${port}: not a loopback address, and without TLS anyone who reaches it can store forged entries; give --tls-cert and --tls-key (and --tls-client-ca), or --insecure-listen`,
+    );
+  }
+  if (!opts.tlsCert || !opts.tlsKey) return undefined;
+  const read = async (flag: string, file: string) => {
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new AuditGatewayError(`${flag} ${file}: cannot read it (${messageOf(err)})`);
+    }
+  };
+  return {
+    cert: await read('--tls-cert', opts.tlsCert),
+    key: await read('--tls-key', opts.tlsKey),
+    ...(opts.tlsClientCa ? { clientCa: await read('--tls-client-ca', opts.tlsClientCa) } : {}),
+  };
+}
+
 /**
  * Makes the data dir private and takes its pid file: only one `serve` owns a data dir (CONTRACT.md
  * §2), and no other local user can read or forge what is in it (§4 "Neighbours").
@@ -124,6 +172,24 @@ export function registerServe(program: Command): void {
       new Option('--listen <host:port>', 'also listen on TCP (loopback unless you name another address)')
         .env(env('LISTEN'))
         .argParser(parseListen),
+    )
+    .addOption(
+      new Option('--tls-cert <file>', 'TLS on the --listen port: the PEM certificate (chain)').env(
+        env('TLS_CERT'),
+      ),
+    )
+    .addOption(new Option('--tls-key <file>', 'the PEM private key of --tls-cert').env(env('TLS_KEY')))
+    .addOption(
+      new Option(
+        '--tls-client-ca <file>',
+        'require TCP clients to present a certificate signed by this PEM CA',
+      ).env(env('TLS_CLIENT_CA')),
+    )
+    .addOption(
+      new Option(
+        '--insecure-listen',
+        'allow --listen on an address other than loopback without TLS (anyone who reaches it can store entries)',
+      ).env(env('INSECURE_LISTEN')),
     )
     .addOption(
       new Option('--batch-size <n>', 'entries per batch')
@@ -235,6 +301,13 @@ Examples:
     );
   addCommonOptions(cmd, 'info').action(async (opts: ServeOptions) => {
     const log = loggerOf(opts);
+    const tls = await tlsOptions(opts);
+    if (opts.listen && !tls && !isLoopback(opts.listen.host)) {
+      log.warn(
+        { listen: `${opts.listen.host}:${opts.listen.port}` },
+        '--insecure-listen: TCP without TLS on an address other than loopback; anyone who reaches it can store entries',
+      );
+    }
     const socketPath = opts.socket ?? defaultSocketPath(opts.dataDir);
     // A live daemon on the socket is named before the data dir it may share (known-traps C20).
     await ensureSocketNotLive(socketPath);
@@ -278,6 +351,7 @@ Examples:
           socketPath,
           socketMode: 0o660,
           listen: opts.listen,
+          tls,
           batchSize: opts.batchSize,
           maxWriteEntries: opts.maxWriteEntries,
           writeTimeoutMs: opts.writeTimeout,
