@@ -48,8 +48,36 @@ export function loggerOf(opts: CommonOptions): Logger {
   return createLogger(opts.logLevel);
 }
 
-/** Opens the database the options name; `owner` is true only for `serve`. */
+/**
+ * True when a database URL or libpq keyword string carries a password (`postgres://u:PW@h/db`,
+ * `?password=PW`, `password=PW`): on the command line every local user can read it in `ps`.
+ */
+export function urlHasPassword(url: string): boolean {
+  try {
+    const u = new URL(url);
+    if (u.password !== '' || u.searchParams.has('password')) return true;
+  } catch {
+    // not a URL: a libpq keyword/value string
+  }
+  return /(?:^|\s)password\s*=/.test(url);
+}
+
+/**
+ * Opens the database the options name; `owner` is true only for `serve`. Warns when the password
+ * came on the command line (CONTRACT.md §4 "Neighbours": accepted, with a warning).
+ */
 export function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
+  if (opts.databaseUrl && urlHasPassword(opts.databaseUrl)) {
+    // Shorten the window: the process title overwrites argv in place (/proc/PID/cmdline, libuv
+    // uv_set_process_title); ps showed it until now, and the warning says how to avoid even that.
+    const hidden = opts.databaseUrl;
+    process.title = process.argv
+      .map((a) => (a.includes(hidden) ? a.replace(hidden, '[hidden database URL]') : a))
+      .join(' ');
+    log.warn(
+      '--database-url carries a password, which every local user can read in ps; set AUDIT_GATEWAY_DATABASE_URL instead, or leave the password out and use PGPASSWORD or ~/.pgpass',
+    );
+  }
   return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
 }
 
