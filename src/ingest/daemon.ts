@@ -237,9 +237,11 @@ export class Daemon {
   }
 
   /**
-   * Resumes the connections paused for unfinished bytes once the budget is half free. When nothing
-   * else can free it (the queue is empty, no one else holds a growing line), the largest holder is
-   * let through alone to finish its line (bounded by --max-line-bytes): no deadlock.
+   * Resumes the connections paused for unfinished bytes once the budget is half free. Until then,
+   * the largest holder is let through alone to finish its line (or to see that its client left: a
+   * paused socket does not notice), one at a time, each bounded by --max-line-bytes: the unfinished
+   * bytes of the paused ones can never free the budget by themselves, so without this they would
+   * wait forever.
    */
   private checkPartialPaused(): void {
     for (const c of this.partialPaused) if (c.isClosed) this.partialPaused.delete(c);
@@ -254,7 +256,7 @@ export class Daemon {
       this.partialPaused.clear();
       return;
     }
-    if (this.finishing === null && this.queue.depth === 0) {
+    if (this.finishing === null) {
       let largest: Connection | null = null;
       for (const c of this.partialPaused) if (!largest || c.partialBytes > largest.partialBytes) largest = c;
       if (largest) {

@@ -6,7 +6,7 @@
  * when the name exists: two starts cannot both win), never written through a symbolic link.
  */
 import { readFileSync } from 'node:fs';
-import { link, unlink } from 'node:fs/promises';
+import { link, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -67,7 +67,13 @@ export async function takePidFile(dataDir: string, log: Logger): Promise<() => P
         await link(tmp, file);
         break;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if ((code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') && !(await lstatOrNull(file))) {
+          // A file system without hard links: rename is not exclusive, but still never follows a link.
+          await rename(tmp, file);
+          break;
+        }
+        if (code !== 'EEXIST' || attempt >= 5) throw err;
       }
       let text: string | null = null;
       let why = 'stale';
