@@ -48,6 +48,13 @@ export interface ConnectionContext {
 const ACK_HANDSHAKE_MAX = 64;
 /** Bytes a connection reads before it lets the event loop turn (see Connection.onData). */
 const YIELD_BYTES = 128 * 1024;
+/**
+ * Reads smaller than this without a newline are gathered into one buffer of {@link DRIP_CAP} bytes
+ * before the framer sees them: a client sending one byte per write made the framer keep one Buffer
+ * per byte (~400 B each: 400 KB sent held 160 MB, issue 10).
+ */
+const DRIP_MAX = 4096;
+const DRIP_CAP = 16 * 1024;
 /** Unsent ack bytes past which a connection stops reading until its client reads them. */
 const ACK_BACKLOG_BYTES = 1024 * 1024;
 
@@ -83,6 +90,9 @@ export class Connection implements ItemOwner {
   private pausedForPartial = false;
   /** Bytes of the unterminated line last reported through `onPartial`. */
   private reportedPartial = 0;
+  /** Small reads without a newline, gathered for the framer (see {@link DRIP_MAX}). */
+  private drip: Buffer | null = null;
+  private dripLen = 0;
   /** Bytes read since this connection last let the event loop turn (see {@link onData}). */
   private bytesThisTurn = 0;
   private yielding = false;
@@ -151,7 +161,7 @@ export class Connection implements ItemOwner {
 
   /** Reports the change of the held unfinished bytes to the daemon. */
   private reportPartial(): void {
-    const now = this.closed || this.ended ? 0 : this.framer.heldBytes;
+    const now = this.closed || this.ended ? 0 : this.framer.heldBytes + this.dripLen;
     const delta = now - this.reportedPartial;
     if (delta === 0) return;
     this.reportedPartial = now;
@@ -194,7 +204,7 @@ export class Connection implements ItemOwner {
     this.socket.pause();
     this.pausedByDaemon = true;
     this.ended = true;
-    const lost = this.framer.abort();
+    const lost = this.framer.abort() + this.dropDrip();
     this.reportPartial();
     if (lost > 0) {
       this.ctx.counters.truncated++;
@@ -214,7 +224,16 @@ export class Connection implements ItemOwner {
    */
   private onData(chunk: Buffer): void {
     this.lastData = Date.now();
-    this.framer.push(chunk, this.handleFrame);
+    if (chunk.length < DRIP_MAX && chunk.indexOf(0x0a) < 0) {
+      if (this.dripLen + chunk.length > DRIP_CAP) this.flushDrip();
+      this.drip ??= Buffer.allocUnsafe(DRIP_CAP);
+      chunk.copy(this.drip, this.dripLen);
+      this.dripLen += chunk.length;
+    } else {
+      this.flushDrip();
+      this.drip = null; // whole lines again: no buffer kept per idle connection
+      this.framer.push(chunk, this.handleFrame);
+    }
     this.reportPartial();
     this.bytesThisTurn += chunk.length;
     if (this.bytesThisTurn >= YIELD_BYTES && !this.yielding) {
@@ -226,6 +245,22 @@ export class Connection implements ItemOwner {
         this.resumeIfFree();
       });
     }
+  }
+
+  /** Hands the gathered small reads to the framer (a copy: the framer keeps what it is given). */
+  private flushDrip(): void {
+    if (this.dripLen === 0) return;
+    const bytes = Buffer.from(this.drip!.subarray(0, this.dripLen));
+    this.dripLen = 0;
+    this.framer.push(bytes, this.handleFrame);
+  }
+
+  /** Drops the gathered small reads (reset, stop); returns their length. */
+  private dropDrip(): number {
+    const n = this.dripLen;
+    this.dripLen = 0;
+    this.drip = null;
+    return n;
   }
 
   /** One framed line (or blank, or oversized line), in stream order. */
@@ -340,6 +375,8 @@ export class Connection implements ItemOwner {
 
   private onEnd(): void {
     this.ended = true;
+    this.flushDrip();
+    this.drip = null;
     this.framer.end(this.handleFrame);
     this.reportPartial();
     this.maybeFinish();
@@ -354,7 +391,7 @@ export class Connection implements ItemOwner {
     this.closed = true;
     this.reportPartial();
     if (!this.ended) {
-      const lost = this.framer.abort();
+      const lost = this.framer.abort() + this.dropDrip();
       if (lost > 0) {
         this.ctx.counters.truncated++;
         this.ctx.log.warn(

@@ -4,13 +4,16 @@
  * that do not yet form a line count against --max-queue-bytes, and past it the connections holding
  * the most unfinished bytes are paused first, so that clients sending whole lines are still served.
  */
+import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { freeTcpPort, metric } from '../helpers/ownPostgres.js';
 import {
   cleanupServes,
   entryLine,
+  REPO,
   rid,
   rssBytes,
   type ServeProcess,
@@ -142,6 +145,41 @@ describe('unfinished lines count against --max-queue-bytes', () => {
       'no held bytes',
       60_000,
     );
+    expect(await s.stop()).toBe(0);
+  }, 120_000);
+
+  it('4 connections sending one byte per write: the daemon keeps no Buffer per byte (before: 400 KB sent held 160 MB)', async () => {
+    const mport = await freeTcpPort();
+    const s = await startServe({ databaseUrl: t.url, args: ['--metrics-listen', `127.0.0.1:${mport}`] });
+    await send(s.socket, `${entryLine(rid('d5000000', 0))}\n`, { ack: true }); // warm up
+    const before = (await rssBytes(s.pid))!;
+    const drip = spawn(
+      'python3',
+      [join(REPO, 'test/fixtures/scripts/drip.py'), s.socket, '4', '50000', '30'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        drip.stdout!.on('data', (d: Buffer) => {
+          if (d.toString().includes('sent')) resolve();
+        });
+        drip.once('exit', (code) => reject(new Error(`drip.py exited ${code}`)));
+      });
+      await waitFor(
+        async () => (await metric(mport, 'audit_gateway_unfinished_line_bytes')) >= 4 * 50_000,
+        'the daemon to hold every byte',
+      );
+      const grown = (await rssBytes(s.pid))! - before;
+      console.log(`[neighbours] 4 x 50 KB one byte per write: RSS +${(grown / 1048576).toFixed(1)} MiB`);
+      expect(grown).toBeLessThan(30 * 1048576);
+      expect(await metric(mport, 'audit_gateway_unfinished_line_bytes')).toBeLessThanOrEqual(
+        4 * (50_000 + 16 * 1024),
+      );
+    } finally {
+      drip.kill();
+    }
     expect(await s.stop()).toBe(0);
   }, 120_000);
 
