@@ -11,8 +11,13 @@
  * - `pg/`: the cluster (its `postmaster.pid` tells the other commands the port, PostgreSQL docs
  *   "Creating a Database Cluster" / storage-file-layout);
  * - `password`: the superuser's password, mode 0600, made at `initdb`;
- * - `postgres.log`: the server's log;
+ * - `pg/postgres.log`: the server's log (inside the cluster dir: the server's user writes it);
  * - `serve.pid`: the pid of the `serve` that owns the data dir.
+ *
+ * The data dir belongs to the user the command runs as, mode 0700 (CONTRACT.md §4 "Neighbours").
+ * As root the server runs as `postgres`, which owns only `pg/`: the data dir is then root's with
+ * mode 0710 and group `postgres` (search, to reach `pg/`), so that user can neither read nor
+ * replace `serve.pid`, `password` or the spool (issue 10: it replaced `serve.pid` with a link).
  *
  * The server listens on 127.0.0.1 only, on a free port chosen at each start, with scram-sha-256
  * authentication and no Unix socket.
@@ -20,13 +25,19 @@
 import { execFile as execFileCb, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, homedir, platform, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import {
+  createPrivateTemp,
+  ensurePrivateDir,
+  readPrivateFile,
+  writePrivateFile,
+} from '../util/privateFiles.js';
 
 const execFile = promisify(execFileCb);
 
@@ -118,12 +129,14 @@ async function makeReachable(dir: string, log: Logger): Promise<void> {
 
 /** Reads `postmaster.pid` of a running, ready server; null when none runs. */
 async function runningServer(clusterDir: string): Promise<{ pid: number; port: number } | null> {
-  let text: string;
+  let text: string | null;
   try {
-    text = await readFile(join(clusterDir, 'postmaster.pid'), 'utf8');
+    // Written by the server's user: any owner, but never through a link (O_NOFOLLOW).
+    text = await readPrivateFile(join(clusterDir, 'postmaster.pid'), -1);
   } catch {
     return null;
   }
+  if (text === null) return null;
   const lines = text.split('\n');
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
@@ -200,13 +213,26 @@ export async function startEmbedded(
 ): Promise<EmbeddedServer> {
   const clusterDir = join(dataDir, 'pg');
   const passwordFile = join(dataDir, 'password');
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const ids = await serverUser(log);
+  await ensurePrivateDir(dataDir, {
+    what: '--data-dir',
+    mode: ids ? 0o710 : 0o700,
+    ...(ids ? { gid: ids.gid } : {}),
+  });
   if (ids) await makeReachable(dataDir, log);
+  const readPassword = async () => {
+    const text = await readPrivateFile(passwordFile);
+    if (text === null) {
+      throw new AuditGatewayError(
+        `${passwordFile}: missing; the embedded cluster in ${clusterDir} cannot be used without it`,
+      );
+    }
+    return text.trim();
+  };
 
   const existing = await runningServer(clusterDir);
   if (existing) {
-    const password = (await readFile(passwordFile, 'utf8')).trim();
+    const password = await readPassword();
     log.debug({ port: existing.port, pid: existing.pid }, 'using the embedded Postgres already running');
     const stopExisting = options.adoptRunning;
     return makeHandle(existing.port, password, async () => {
@@ -220,11 +246,9 @@ export async function startEmbedded(
     await rm(clusterDir, { recursive: true, force: true });
     await mkdir(clusterDir, { recursive: true, mode: 0o700 });
     const password = randomBytes(18).toString('base64url');
-    await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
-    const pwTmp = join(dataDir, '.initdb-password');
-    await writeFile(pwTmp, `${password}\n`, { mode: 0o600 });
+    await writePrivateFile(passwordFile, `${password}\n`);
+    const pwTmp = await createPrivateTemp(join(dataDir, 'initdb-password'), `${password}\n`);
     if (ids) {
-      await chown(dataDir, ids.uid, ids.gid);
       await chown(clusterDir, ids.uid, ids.gid);
       await chown(pwTmp, ids.uid, ids.gid);
     }
@@ -246,10 +270,9 @@ export async function startEmbedded(
       await rm(pwTmp, { force: true });
     }
   }
-  if (ids) await chown(dataDir, ids.uid, ids.gid);
-  const password = (await readFile(passwordFile, 'utf8')).trim();
+  const password = await readPassword();
   const port = options.port ?? (await freePort());
-  const logFile = join(dataDir, 'postgres.log');
+  const logFile = join(clusterDir, 'postgres.log');
   const opts = [
     `-p ${port}`,
     "-c listen_addresses='127.0.0.1'",

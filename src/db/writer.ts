@@ -21,6 +21,7 @@
  *   start the next batch's COPY on another connection while this one commits: the next batch's ids
  *   are still higher, and the commit's WAL flush overlaps the next COPY.
  */
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
@@ -83,6 +84,25 @@ export interface RejectRecord {
   reason: string;
   /** The raw bytes of the line, cut at `--max-line-bytes`. */
   raw: Buffer;
+  /**
+   * The reject's identity (a UUID): a retried write stores it once (`audit_reject.reject_key`,
+   * migration 1764400000003). The daemon gives each rejected line a random one; without it the key
+   * is {@link rejectKeyOf} its source, reason and raw bytes (replay: the same line of a file).
+   */
+  key?: string;
+}
+
+/** The key of a reject that has none: a UUID of the SHA-256 of source, reason and raw bytes. */
+export function rejectKeyOf(r: RejectRecord): string {
+  if (r.key) return r.key;
+  const h = createHash('sha256');
+  for (const part of [Buffer.from(r.source), Buffer.from(r.reason), r.raw]) {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(part.length);
+    h.update(len).update(part);
+  }
+  const x = h.digest('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
 }
 
 /** What happened to a batch; `refused` maps an index in the batch to the server's message. */
@@ -135,8 +155,10 @@ const CONFLICT_SQL = `SELECT a.request_id::text, to_jsonb(a) - 'id' - 'received_
   LIMIT 20`;
 /** The highest id this session drew (the batch's last row) and its NOTIFY, in one round trip. */
 const NOTIFY_SQL = 'SELECT currval($1)::text AS id, pg_notify($2, currval($1)::text)';
-const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])`;
+/** Rejects exactly once: a retry after an unknown outcome (a write timeout) finds its keys stored. */
+const REJECT_SQL = `INSERT INTO audit_reject (source, reason, raw, reject_key)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[])
+  ON CONFLICT (reject_key) DO NOTHING`;
 
 /** Bytes of COPY data per write to the COPY stream. */
 const CHUNK_BYTES = 256 * 1024;
@@ -422,6 +444,7 @@ export class BatchWriter {
       rejects.map((r) => sanitizeString(r.source)),
       rejects.map((r) => sanitizeString(r.reason)),
       rejects.map((r) => r.raw),
+      rejects.map(rejectKeyOf),
     ]);
   }
 

@@ -21,6 +21,12 @@ export type Frame =
 /** Receives each frame, in stream order. */
 export type FrameSink = (frame: Frame) => void;
 
+/**
+ * Memory per kept chunk beyond its bytes (the Buffer object and its socket read), measured in
+ * issue 10: 4 connections sending one byte per write, 400 KB in all, added 160 MB (~400 B a chunk).
+ */
+export const PART_OVERHEAD = 400;
+
 const LF = 0x0a;
 const CR = 0x0d;
 const BLANK: Frame = Object.freeze({ kind: 'blank', count: 1 });
@@ -59,6 +65,15 @@ export class LineFramer {
   /** Bytes held for an unterminated line: what a reset connection would lose (C07 `truncated`). */
   get pendingBytes(): number {
     return this.discardHead ? this.discardSize : this.partsLen;
+  }
+
+  /**
+   * Memory this framer holds for the unterminated line, in bytes: the line so far (plus
+   * {@link PART_OVERHEAD} per chunk it is kept in), or the kept head of an oversized one. What
+   * counts against `--max-queue-bytes` (CONTRACT.md §4 "Neighbours").
+   */
+  get heldBytes(): number {
+    return this.discardHead ? this.discardHead.length : this.partsLen + this.parts.length * PART_OVERHEAD;
   }
 
   /** Feeds one chunk; emits every line it completes. */

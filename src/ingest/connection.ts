@@ -3,6 +3,7 @@
  * each line, queues entries and rejects in order, and, after the `{"ack":true}` handshake, writes
  * one response line per entry line, in order.
  */
+import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WriteEntry } from '../db/writer.js';
 import type { EntryEncoder } from '../entry/encode.js';
@@ -21,6 +22,12 @@ export interface SourceCounters {
   invalid: number;
   /** Rejected lines by bounded reason code (RejectCode). */
   rejectedByCode: Record<string, number>;
+  /** Connections closed at once because `--max-connections` were open (CONTRACT.md §4). */
+  connectionsRefused: number;
+  /** Failed accepts (EMFILE: out of file descriptors, …). */
+  acceptErrors: number;
+  /** TCP clients refused in the TLS handshake (no or a wrong client certificate, not TLS). */
+  tlsErrors: number;
 }
 
 /** What a connection needs from the daemon. */
@@ -31,11 +38,23 @@ export interface ConnectionContext {
   maxLineBytes: number;
   counters: SourceCounters;
   log: Logger;
+  /**
+   * Told the change in bytes held for this connection's unterminated line after each read (and
+   * their removal when it closes): they count against `--max-queue-bytes` (CONTRACT.md §4).
+   */
+  onPartial?: (conn: Connection, delta: number) => void;
 }
 
 const ACK_HANDSHAKE_MAX = 64;
 /** Bytes a connection reads before it lets the event loop turn (see Connection.onData). */
 const YIELD_BYTES = 128 * 1024;
+/**
+ * Reads smaller than this without a newline are gathered into one buffer of {@link DRIP_CAP} bytes
+ * before the framer sees them: a client sending one byte per write made the framer keep one Buffer
+ * per byte (~400 B each: 400 KB sent held 160 MB, issue 10).
+ */
+const DRIP_MAX = 4096;
+const DRIP_CAP = 16 * 1024;
 /** Unsent ack bytes past which a connection stops reading until its client reads them. */
 const ACK_BACKLOG_BYTES = 1024 * 1024;
 
@@ -67,6 +86,13 @@ export class Connection implements ItemOwner {
   private ended = false;
   private closed = false;
   private pausedByDaemon = false;
+  /** Paused because it holds many unfinished bytes while the byte budget is spent (daemon.ts). */
+  private pausedForPartial = false;
+  /** Bytes of the unterminated line last reported through `onPartial`. */
+  private reportedPartial = 0;
+  /** Small reads without a newline, gathered for the framer (see {@link DRIP_MAX}). */
+  private drip: Buffer | null = null;
+  private dripLen = 0;
   /** Bytes read since this connection last let the event loop turn (see {@link onData}). */
   private bytesThisTurn = 0;
   private yielding = false;
@@ -101,6 +127,47 @@ export class Connection implements ItemOwner {
     return this.pausedByDaemon;
   }
 
+  /** True once the socket closed. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes held for this connection's unterminated line (see LineFramer.heldBytes). */
+  get partialBytes(): number {
+    return this.reportedPartial;
+  }
+
+  /** True while paused for holding unfinished bytes (see {@link pauseForPartial}). */
+  get isPausedForPartial(): boolean {
+    return this.pausedForPartial;
+  }
+
+  /**
+   * Stops reading because this connection holds many unfinished bytes while the queue's byte
+   * budget is spent; {@link resumeForPartial} undoes it. Independent of {@link pause}.
+   */
+  pauseForPartial(): void {
+    if (this.pausedForPartial) return;
+    this.pausedForPartial = true;
+    this.socket.pause();
+  }
+
+  /** Reads again after {@link pauseForPartial} (unless held for another reason). */
+  resumeForPartial(): void {
+    if (!this.pausedForPartial) return;
+    this.pausedForPartial = false;
+    this.resumeIfFree();
+  }
+
+  /** Reports the change of the held unfinished bytes to the daemon. */
+  private reportPartial(): void {
+    const now = this.closed || this.ended ? 0 : this.framer.heldBytes + this.dripLen;
+    const delta = now - this.reportedPartial;
+    if (delta === 0) return;
+    this.reportedPartial = now;
+    this.ctx.onPartial?.(this, delta);
+  }
+
   /** Stops reading (backpressure); the kernel buffers fill and the client blocks. */
   pause(): void {
     if (this.pausedByDaemon) return;
@@ -118,7 +185,8 @@ export class Connection implements ItemOwner {
 
   /** Resumes reading when nothing holds the socket: backpressure, a yield, unread acks, the end. */
   private resumeIfFree(): void {
-    if (this.pausedByDaemon || this.yielding || this.ackBacklog || this.ended) return;
+    if (this.pausedByDaemon || this.pausedForPartial || this.yielding || this.ackBacklog || this.ended)
+      return;
     this.socket.resume();
   }
 
@@ -136,7 +204,8 @@ export class Connection implements ItemOwner {
     this.socket.pause();
     this.pausedByDaemon = true;
     this.ended = true;
-    const lost = this.framer.abort();
+    const lost = this.framer.abort() + this.dropDrip();
+    this.reportPartial();
     if (lost > 0) {
       this.ctx.counters.truncated++;
       this.ctx.log.warn(
@@ -155,7 +224,17 @@ export class Connection implements ItemOwner {
    */
   private onData(chunk: Buffer): void {
     this.lastData = Date.now();
-    this.framer.push(chunk, this.handleFrame);
+    if (chunk.length < DRIP_MAX && chunk.indexOf(0x0a) < 0) {
+      if (this.dripLen + chunk.length > DRIP_CAP) this.flushDrip();
+      this.drip ??= Buffer.allocUnsafe(DRIP_CAP);
+      chunk.copy(this.drip, this.dripLen);
+      this.dripLen += chunk.length;
+    } else {
+      this.flushDrip();
+      this.drip = null; // whole lines again: no buffer kept per idle connection
+      this.framer.push(chunk, this.handleFrame);
+    }
+    this.reportPartial();
     this.bytesThisTurn += chunk.length;
     if (this.bytesThisTurn >= YIELD_BYTES && !this.yielding) {
       this.yielding = true;
@@ -166,6 +245,22 @@ export class Connection implements ItemOwner {
         this.resumeIfFree();
       });
     }
+  }
+
+  /** Hands the gathered small reads to the framer (a copy: the framer keeps what it is given). */
+  private flushDrip(): void {
+    if (this.dripLen === 0) return;
+    const bytes = Buffer.from(this.drip!.subarray(0, this.dripLen));
+    this.dripLen = 0;
+    this.framer.push(bytes, this.handleFrame);
+  }
+
+  /** Drops the gathered small reads (reset, stop); returns their length. */
+  private dropDrip(): number {
+    const n = this.dripLen;
+    this.dripLen = 0;
+    this.drip = null;
+    return n;
   }
 
   /** One framed line (or blank, or oversized line), in stream order. */
@@ -231,7 +326,8 @@ export class Connection implements ItemOwner {
     this.inFlight++;
     this.ctx.queue.push({
       kind: 'reject',
-      reject: { source, reason, raw },
+      // A random key: the reject is stored once however often its write is retried (audit_reject.reject_key).
+      reject: { source, reason, raw, key: randomUUID() },
       bytes: raw.length,
       owner: this,
       seq,
@@ -279,7 +375,10 @@ export class Connection implements ItemOwner {
 
   private onEnd(): void {
     this.ended = true;
+    this.flushDrip();
+    this.drip = null;
     this.framer.end(this.handleFrame);
+    this.reportPartial();
     this.maybeFinish();
   }
 
@@ -290,8 +389,9 @@ export class Connection implements ItemOwner {
 
   private onClose(): void {
     this.closed = true;
+    this.reportPartial();
     if (!this.ended) {
-      const lost = this.framer.abort();
+      const lost = this.framer.abort() + this.dropDrip();
       if (lost > 0) {
         this.ctx.counters.truncated++;
         this.ctx.log.warn(

@@ -19,6 +19,10 @@ export interface MetricsSource {
   oldestAgeMs(): number;
   spoolBytes(): number;
   spooling(): boolean;
+  /** Clients connected now. */
+  connections?(): number;
+  /** Bytes held for unterminated lines (they count against --max-queue-bytes). */
+  unfinishedBytes?(): number;
 }
 
 /** The registry, the per-batch observer, and the readiness state. */
@@ -76,6 +80,21 @@ export class DaemonMetrics {
     );
     counter('audit_gateway_lines_blank_total', 'Blank lines skipped.', () => src.source().blank);
     counter(
+      'audit_gateway_connections_refused_total',
+      'Connections closed at once because --max-connections clients were connected.',
+      () => src.source().connectionsRefused,
+    );
+    counter(
+      'audit_gateway_tls_handshake_errors_total',
+      'TCP clients refused in the TLS handshake (no or a wrong client certificate, not TLS).',
+      () => src.source().tlsErrors,
+    );
+    counter(
+      'audit_gateway_accept_errors_total',
+      'Connections that could not be accepted (EMFILE: out of file descriptors, ...).',
+      () => src.source().acceptErrors,
+    );
+    counter(
       'audit_gateway_lines_truncated_total',
       'Partial lines lost to a connection reset.',
       () => src.source().truncated,
@@ -106,6 +125,12 @@ export class DaemonMetrics {
         },
       });
     gauge('audit_gateway_queue_depth', 'Entries waiting in memory.', () => src.depth());
+    gauge('audit_gateway_connections', 'Clients connected now.', () => src.connections?.() ?? 0);
+    gauge(
+      'audit_gateway_unfinished_line_bytes',
+      'Bytes held for lines not yet ended by a newline (counted against --max-queue-bytes).',
+      () => src.unfinishedBytes?.() ?? 0,
+    );
     gauge('audit_gateway_spool_bytes', 'Bytes in spool files.', () => src.spoolBytes());
     gauge(
       'audit_gateway_oldest_unwritten_age_seconds',

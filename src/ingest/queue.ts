@@ -159,6 +159,11 @@ export class IngestQueue {
     return this.queuedItems;
   }
 
+  /** Bytes of the entries and rejects waiting or being written (each line and its COPY form). */
+  get bytes(): number {
+    return this.queuedBytes;
+  }
+
   /** True while batches go to the spool instead of Postgres. */
   get spooling(): boolean {
     return this.spoolMode;

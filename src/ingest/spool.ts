@@ -10,7 +10,7 @@
  * ```
  * u32 BE  payload length in bytes
  * u32 BE  CRC-32 (zlib's, ISO-HDLC) of the payload
- * bytes   payload: UTF-8 JSON {"v":2,"entries":["<COPY text line>"...],"rejects":[[source,reason,raw base64]...]}
+ * bytes   payload: UTF-8 JSON {"v":2,"entries":["<COPY text line>"...],"rejects":[[source,reason,raw base64,key?]...]}
  * ```
  * One record is one batch. Each entry is its COPY text line (already validated, sanitised and
  * redacted: nothing secret reaches the disk unredacted; columns in ENTRY_COLUMNS order). The
@@ -38,7 +38,7 @@
  * then EntryEncoder); one that fails goes to `audit_reject` with the reason, and is logged.
  */
 import { closeSync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { RejectRecord, WriteEntry } from '../db/writer.js';
@@ -47,6 +47,7 @@ import { EntryEncoder } from '../entry/encode.js';
 import { DEFAULT_REDACT_KEYS, type ParseOptions } from '../entry/parse.js';
 import { AuditGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { ensurePrivateDir } from '../util/privateFiles.js';
 
 /** The magic bytes at the start of every segment (also how `replay` recognises a spool file). */
 export const SPOOL_MAGIC = Buffer.from('AGSPOOL1');
@@ -70,7 +71,12 @@ export function encodeRecord(entries: WriteEntry[], rejects: RejectRecord[]): Bu
     JSON.stringify({
       v: 2,
       entries: entries.map((e) => e.copy.toString('utf8')),
-      rejects: rejects.map((r) => [r.source, r.reason, r.raw.toString('base64')]),
+      // The key keeps a reject once through the spool (audit_reject.reject_key); older records lack it.
+      rejects: rejects.map((r) =>
+        r.key
+          ? [r.source, r.reason, r.raw.toString('base64'), r.key]
+          : [r.source, r.reason, r.raw.toString('base64')],
+      ),
     }),
   );
   const head = Buffer.alloc(HEADER);
@@ -110,11 +116,12 @@ function decodePayload(payload: Buffer, source: string, encoder: EntryEncoder, d
     }
   }
   for (const item of p.rejects as unknown[]) {
-    const [s, reason, raw] = Array.isArray(item) ? item : [];
+    const [s, reason, raw, key] = Array.isArray(item) ? item : [];
     rejects.push({
       source: typeof s === 'string' ? s : source,
       reason: typeof reason === 'string' ? reason : '',
       raw: Buffer.from(typeof raw === 'string' ? raw : '', 'base64'),
+      ...(typeof key === 'string' && /^[0-9a-f-]{36}$/.test(key) ? { key } : {}),
     });
   }
   return { entries, rejects };
@@ -194,6 +201,8 @@ export function readSegment(buf: Buffer, source: string, parse?: ParseOptions): 
 /** Options of {@link Spool}. */
 export interface SpoolOptions {
   dir: string;
+  /** True when `dir` is the default inside the data dir: a symbolic link there is refused. */
+  inDataDir?: boolean;
   /** Cap of all segment files together, in bytes. */
   maxBytes: number;
   /** A segment is closed and a new one begun past this size, in bytes (default 16 MiB). */
@@ -222,9 +231,13 @@ export class Spool {
     this.segmentBytes = options.segmentBytes ?? 16 * 1024 * 1024;
   }
 
-  /** Opens (creating) the directory and measures what is already there. */
+  /**
+   * Opens (creating) the directory, private to us (0700, CONTRACT.md §4 "Neighbours"), and
+   * measures what is already there.
+   * @throws AuditGatewayError when the directory belongs to another user (or is a link in the data dir).
+   */
   static async open(options: SpoolOptions, log: Logger): Promise<Spool> {
-    await mkdir(options.dir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(options.dir, { what: '--spool-dir', noLink: options.inDataDir ?? false });
     const spool = new Spool(options, log);
     for (const f of await spool.segments()) {
       spool.totalBytes += (await stat(join(options.dir, f.name))).size;

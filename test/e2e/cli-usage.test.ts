@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/db.js';
-import { BIN, runBash, runCli } from '../helpers/serve.js';
+import { BIN, cleanEnv, runBash, runCli } from '../helpers/serve.js';
 
 const cases: [string, string[], RegExp][] = [
   ['an unknown option', ['serve', '--bogus'], /unknown option '--bogus'/],
@@ -32,6 +32,34 @@ const cases: [string, string[], RegExp][] = [
     ['search', '--request-id', 'c0100000-0000-4000-8000-000000000001}'],
     /--request-id: .* is not a UUID/,
   ],
+  // issue 10: `--listen 7070` became host 707 port 0, `--listen 00` bound 0.0.0.0
+  ['--listen 7070 (no colon)', ['serve', '--listen', '7070'], /--listen.*'7070'.*expected HOST:PORT/],
+  ['--listen 00', ['serve', '--listen', '00'], /--listen.*'00'.*expected HOST:PORT/],
+  ['--listen :0', ['serve', '--listen', ':0'], /--listen.*port from 1 to 65535/],
+  ['--listen :65536', ['serve', '--listen', ':65536'], /--listen.*port from 1 to 65535/],
+  ['--metrics-listen 9090', ['serve', '--metrics-listen', '9090'], /--metrics-listen.*expected HOST:PORT/],
+  ...(
+    [
+      ['--batch-size', '0x10'],
+      ['--batch-size', '1e3'],
+      ['--max-write-entries', '0'],
+      ['--flush-ms', '-1'],
+      ['--flush-ms', '3000000000'],
+      ['--max-queue', ' 5'],
+      ['--max-queue-bytes', '8MiB'],
+      ['--max-line-bytes', '10'],
+      ['--max-spool-bytes', '1.5'],
+      ['--max-connections', '0'],
+      ['--copy-min-rows', ''],
+      ['--write-timeout', '0'],
+      ['--write-timeout', '30d'],
+      ['--shutdown-timeout', '99999999m'],
+    ] as const
+  ).map(([flag, value]): [string, string[], RegExp] => [
+    `${flag} ${JSON.stringify(value)}`,
+    ['serve', flag, value],
+    new RegExp(`${flag}.*expected`),
+  ]),
 ];
 
 describe('usage errors', () => {
@@ -45,6 +73,17 @@ describe('usage errors', () => {
       expect(r.stderr).not.toMatch(/\n\s+at /);
     });
   }
+});
+
+describe('usage errors from the environment', () => {
+  it('AUDIT_GATEWAY_LISTEN=7070: exit 2, one line naming the flag', async () => {
+    const r = await runCli(['serve', '--database-url', 'postgres://127.0.0.1:1/x'], {
+      env: cleanEnv({ AUDIT_GATEWAY_LISTEN: '7070' }),
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/--listen.*expected HOST:PORT/);
+  });
 });
 
 describe('errors that name the fix', () => {

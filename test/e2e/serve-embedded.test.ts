@@ -3,7 +3,7 @@
  * (CONTRACT.md §2); the other commands reach the server that `serve` runs; SIGTERM stops both.
  * Slow (initdb): one test, with a long timeout.
  */
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import {
   exists,
   expectedRow,
   ROW_SQL,
+  run,
   runCli,
   type StoredRow,
   send,
@@ -89,6 +90,27 @@ describe('the embedded default', () => {
     });
     expect(acks2).toEqual([{ seq: 1, ok: true }]);
     expect(alive(postmaster)).toBe(true);
+
+    if (process.getuid?.() === 0) {
+      // As root the server runs as `postgres`, which owns pg/ only: the data dir stays root's, mode
+      // 0710 group postgres, so that user cannot replace serve.pid or read the password (issue 10).
+      const st = statSync(dataDir);
+      expect([st.uid, st.mode & 0o777]).toEqual([0, 0o710]);
+      for (const f of ['serve.pid', 'password']) {
+        const fst = lstatSync(join(dataDir, f));
+        expect([f, fst.isFile(), fst.uid, fst.mode & 0o777]).toEqual([f, true, 0, 0o600]);
+      }
+      const attack = await run('runuser', [
+        '-u',
+        'postgres',
+        '--',
+        'sh',
+        '-c',
+        `ln -sf /etc/shadow ${dataDir}/serve.pid || cat ${dataDir}/password || touch ${dataDir}/spool/x`,
+      ]);
+      expect(attack.code).not.toBe(0);
+      expect(lstatSync(join(dataDir, 'serve.pid')).isFile()).toBe(true);
+    }
 
     expect(await s.stop('SIGTERM', 60_000)).toBe(0);
     expect(exists(s.socket)).toBe(false);

@@ -58,6 +58,10 @@ export interface StartOptions {
   waitListening?: boolean;
   /** How long to wait for it (default 60 s). */
   startTimeoutMs?: number;
+  /** Pass no --socket: serve picks its default (`socket` then names where it is expected). */
+  defaultSocket?: boolean;
+  /** A command that runs node, e.g. `['prlimit', '--nofile=150:150', '--']` (default none). */
+  wrap?: string[];
 }
 
 /** A spawned `serve`. */
@@ -122,8 +126,7 @@ export async function startServe(opts: StartOptions): Promise<ServeProcess> {
   const args = [
     BIN,
     'serve',
-    '--socket',
-    socket,
+    ...(opts.defaultSocket ? [] : ['--socket', socket]),
     '--data-dir',
     dataDir,
     '--flush-ms',
@@ -131,7 +134,8 @@ export async function startServe(opts: StartOptions): Promise<ServeProcess> {
   ];
   if (opts.databaseUrl !== null) args.push('--database-url', opts.databaseUrl);
   args.push(...(opts.args ?? []));
-  const proc = spawn(process.execPath, args, {
+  const [file, ...pre] = [...(opts.wrap ?? []), process.execPath];
+  const proc = spawn(file!, [...pre, ...args], {
     cwd: REPO,
     env: cleanEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -114,7 +114,12 @@ describe('BatchWriter', () => {
         );
         const w = new BatchWriter(t.pool, silentLogger(), { copyMinRows });
         const out = await w.write(entries, [
-          { source: 'test', reason: 'request_id: not a UUID', raw: Buffer.from('{"request_id":""}') },
+          // a source per run: two rejects with the same source, reason and bytes are one (reject_key)
+          {
+            source: `test ${prefix}`,
+            reason: 'request_id: not a UUID',
+            raw: Buffer.from('{"request_id":""}'),
+          },
         ]);
         expect([...out.refused.keys()]).toEqual([5, 18, 31]);
         expect(out.stored).toBe(37);

@@ -1,20 +1,35 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
-import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
-import { isAlive } from '../../db/embedded.js';
+import { defaultDataDir } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
-import { AuditGatewayError } from '../../errors.js';
-import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
+import { AuditGatewayError, messageOf, UsageError } from '../../errors.js';
+import { Daemon, DEFAULT_MAX_CONNECTIONS, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
-import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
+import type { Logger } from '../../log.js';
+import { takePidFile } from '../../util/pidFile.js';
+import { ensurePrivateDir } from '../../util/privateFiles.js';
+import {
+  addCommonOptions,
+  type CommonOptions,
+  intAtLeast,
+  loggerOf,
+  MAX_TIMER_MS,
+  openFromOptions,
+} from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
-  socket: string;
+  socket?: string;
   listen?: { host: string; port: number };
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecureListen?: boolean;
   batchSize: number;
   maxWriteEntries: number;
   writeTimeout: number;
@@ -22,6 +37,7 @@ interface ServeOptions extends CommonOptions {
   maxQueue: number;
   maxQueueBytes: number;
   maxLineBytes: number;
+  maxConnections: number;
   redactKeys: string;
   shutdownTimeout: number;
   migrate: boolean;
@@ -31,41 +47,113 @@ interface ServeOptions extends CommonOptions {
   metricsListen?: { host: string; port: number };
 }
 
-/** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
-export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock') : '/tmp/audit-gateway.sock';
+/**
+ * The default socket: `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `<data dir>/audit-gateway.sock`.
+ * Not `/tmp/audit-gateway.sock`: any local user could create that name first and so keep `serve`
+ * from starting or receive the gateway's entries (CONTRACT.md §4 "Neighbours", issue 10). Both
+ * defaults are in a directory only this user can enter (XDG's runtime dir is 0700, the data dir
+ * too), so only the same user (and root) can connect; `--socket` puts it elsewhere.
+ */
+export function defaultSocketPath(dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return env.XDG_RUNTIME_DIR
+    ? join(env.XDG_RUNTIME_DIR, 'audit-gateway.sock')
+    : join(dataDir, 'audit-gateway.sock');
 }
 
-/** Parses a duration for --shutdown-timeout: `10s`, `500ms`, `2m`, or plain seconds. Returns ms. */
-export function parseDurationMs(value: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
-  if (!m) throw new InvalidArgumentError('expected a duration such as 10s, 500ms or 2m');
-  const n = Number(m[1]);
-  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000);
-}
-
-/** Parses `--listen HOST:PORT` (`:PORT` or `PORT` alone means 127.0.0.1). */
-export function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d+)$/.exec(value.trim());
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7070');
-  }
-  return { host: m[1] || m[2] || '127.0.0.1', port };
-}
-
-/** Takes `<data dir>/serve.pid`: only one `serve` owns a data dir (CONTRACT.md §2). */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const file = join(dataDir, 'serve.pid');
-  const held = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(held) && held > 0 && held !== process.pid && isAlive(held)) {
-    throw new AuditGatewayError(
-      `--data-dir ${dataDir}: already used by another 'audit-gateway serve' (pid ${held}); stop it or choose another --data-dir`,
+/**
+ * Parses a duration: `10s`, `500ms`, `2m`, or plain seconds (`1.5`). Returns ms, from `minMs` to
+ * {@link MAX_TIMER_MS} (a longer delay would make Node's timer fire at once).
+ * @throws InvalidArgumentError (exit 2 naming the flag) otherwise.
+ */
+export function parseDurationMs(value: string, minMs = 0): number {
+  const m = /^(\d{1,12}(?:\.\d{1,6})?)(ms|s|m)?$/.exec(value);
+  const ms = m ? Math.round(Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000)) : Number.NaN;
+  if (!m || !(ms >= minMs) || ms > MAX_TIMER_MS) {
+    throw new InvalidArgumentError(
+      `expected a duration such as 10s, 500ms or 2m, from ${minMs}ms to ${Math.floor(MAX_TIMER_MS / 60_000)}m`,
     );
   }
-  await writeFile(file, `${process.pid}\n`);
-  return () => unlink(file).catch(() => {});
+  return ms;
+}
+
+/** A duration of at least 1 ms (a write timeout of 0 would time every write out). */
+function positiveDurationMs(value: string): number {
+  return parseDurationMs(value, 1);
+}
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/**
+ * Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (meaning 127.0.0.1), CONTRACT.md §4: the port is
+ * 1–65535 in decimal without leading zeros, the host an IP address or a DNS name (RFC 1123); any
+ * other form (`7070` alone, `00`, port 0) is a usage error (exit 2 naming the flag).
+ */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):([1-9][0-9]{0,4})$/.exec(value);
+  const port = m ? Number(m[3]) : Number.NaN;
+  const host = m ? (m[1] ?? m[2] ?? '') : '';
+  const hostOk =
+    m?.[1] !== undefined ? isIP(host) === 6 : host === '' || isIP(host) === 4 || HOSTNAME_RE.test(host);
+  if (!m || !hostOk || port < 1 || port > 65535) {
+    throw new InvalidArgumentError(
+      'expected HOST:PORT (or :PORT for 127.0.0.1) with a port from 1 to 65535, e.g. 127.0.0.1:7070',
+    );
+  }
+  return { host: host || '127.0.0.1', port };
+}
+
+/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/**
+ * Checks the TLS flags against --listen (CONTRACT.md §4 "Neighbours") and reads the files.
+ * @throws UsageError (exit 2) for a combination that makes no sense or a non-loopback --listen
+ *   without TLS nor --insecure-listen; AuditGatewayError (exit 1) naming a file that cannot be read.
+ */
+export async function tlsOptions(
+  opts: Pick<ServeOptions, 'listen' | 'tlsCert' | 'tlsKey' | 'tlsClientCa' | 'insecureListen'>,
+): Promise<{ cert: Buffer; key: Buffer; clientCa?: Buffer } | undefined> {
+  const any = opts.tlsCert ?? opts.tlsKey ?? opts.tlsClientCa;
+  if (any !== undefined && !opts.listen) {
+    throw new UsageError(
+      '--tls-cert, --tls-key and --tls-client-ca secure the --listen port: give --listen too',
+    );
+  }
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined) || (opts.tlsClientCa && !opts.tlsCert)) {
+    throw new UsageError('TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)');
+  }
+  if (opts.listen && !opts.tlsCert && !isLoopback(opts.listen.host) && !opts.insecureListen) {
+    const { host, port } = opts.listen;
+    throw new UsageError(
+      `--listen ${host}:${port}: not a loopback address, and without TLS anyone who reaches it can store forged entries; give --tls-cert and --tls-key (and --tls-client-ca), or --insecure-listen`,
+    );
+  }
+  if (!opts.tlsCert || !opts.tlsKey) return undefined;
+  const read = async (flag: string, file: string) => {
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new AuditGatewayError(`${flag} ${file}: cannot read it (${messageOf(err)})`);
+    }
+  };
+  return {
+    cert: await read('--tls-cert', opts.tlsCert),
+    key: await read('--tls-key', opts.tlsKey),
+    ...(opts.tlsClientCa ? { clientCa: await read('--tls-client-ca', opts.tlsClientCa) } : {}),
+  };
+}
+
+/**
+ * Makes the data dir private and takes its pid file: only one `serve` owns a data dir (CONTRACT.md
+ * §2), and no other local user can read or forge what is in it (§4 "Neighbours").
+ */
+async function lockDataDir(dataDir: string, log: Logger): Promise<() => Promise<void>> {
+  // As root, the embedded Postgres then gives its group search permission (db/embedded.ts).
+  await ensurePrivateDir(dataDir, { what: '--data-dir', mode: 0o700 });
+  return takePidFile(dataDir, log);
 }
 
 /** Registers `serve`. */
@@ -75,14 +163,33 @@ export function registerServe(program: Command): void {
     .command('serve')
     .description('run the writer daemon: NDJSON entries from a Unix socket (and TCP) into Postgres')
     .addOption(
-      new Option('--socket <path>', 'Unix socket to listen on (mode 0660)')
-        .env(env('SOCKET'))
-        .default(defaultSocketPath()),
+      new Option(
+        '--socket <path>',
+        'Unix socket to listen on (mode 0660; default $XDG_RUNTIME_DIR/audit-gateway.sock, else <data dir>/audit-gateway.sock, a directory only this user can enter)',
+      ).env(env('SOCKET')),
     )
     .addOption(
       new Option('--listen <host:port>', 'also listen on TCP (loopback unless you name another address)')
         .env(env('LISTEN'))
         .argParser(parseListen),
+    )
+    .addOption(
+      new Option('--tls-cert <file>', 'TLS on the --listen port: the PEM certificate (chain)').env(
+        env('TLS_CERT'),
+      ),
+    )
+    .addOption(new Option('--tls-key <file>', 'the PEM private key of --tls-cert').env(env('TLS_KEY')))
+    .addOption(
+      new Option(
+        '--tls-client-ca <file>',
+        'require TCP clients to present a certificate signed by this PEM CA',
+      ).env(env('TLS_CLIENT_CA')),
+    )
+    .addOption(
+      new Option(
+        '--insecure-listen',
+        'allow --listen on an address other than loopback without TLS (anyone who reaches it can store entries)',
+      ).env(env('INSECURE_LISTEN')),
     )
     .addOption(
       new Option('--batch-size <n>', 'entries per batch')
@@ -103,7 +210,7 @@ export function registerServe(program: Command): void {
       new Option('--flush-ms <ms>', 'write a batch this long after its first entry')
         .env(env('FLUSH_MS'))
         .default(50)
-        .argParser(intAtLeast(0)),
+        .argParser(intAtLeast(0, MAX_TIMER_MS)),
     )
     .addOption(
       new Option('--max-queue <n>', 'entries waiting in memory before the sockets are paused')
@@ -124,7 +231,16 @@ export function registerServe(program: Command): void {
       new Option('--max-line-bytes <bytes>', 'longest line accepted; longer ones are rejected')
         .env(env('MAX_LINE_BYTES'))
         .default(1024 * 1024)
-        .argParser(intAtLeast(64)),
+        .argParser(intAtLeast(64, 1024 * 1024 * 1024)),
+    )
+    .addOption(
+      new Option(
+        '--max-connections <n>',
+        'clients connected at once; the next one is closed at once, logged and counted in /metrics',
+      )
+        .env(env('MAX_CONNECTIONS'))
+        .default(DEFAULT_MAX_CONNECTIONS)
+        .argParser(intAtLeast(1, 1_000_000)),
     )
     .addOption(
       new Option(
@@ -141,13 +257,13 @@ export function registerServe(program: Command): void {
       )
         .env(env('WRITE_TIMEOUT'))
         .default(10_000, '10s')
-        .argParser(parseDurationMs),
+        .argParser(positiveDurationMs),
     )
     .addOption(
       new Option('--shutdown-timeout <duration>', 'how long a stop may take to write what it holds')
         .env(env('SHUTDOWN_TIMEOUT'))
         .default(10_000, '10s')
-        .argParser(parseDurationMs),
+        .argParser((v) => parseDurationMs(v)),
     )
     .addOption(
       new Option(
@@ -178,16 +294,24 @@ export function registerServe(program: Command): void {
       'after',
       `
 Examples:
-  $ audit-gateway serve                                  # embedded Postgres, socket ${defaultSocketPath()}
+  $ audit-gateway serve                                  # embedded Postgres, socket ${defaultSocketPath(defaultDataDir())}
   $ audit-gateway serve --database-url postgres://audit@db/audit --listen 127.0.0.1:7070
   $ printf '%s\\n' '{"request_id":"…","timestamp":"2026-11-29T10:00:00Z","client_subject":"alice","tool_name":"fs.read","response_status":"success"}' \\
-      | socat -t 5 - UNIX-CONNECT:${defaultSocketPath()}`,
+      | socat -t 5 - UNIX-CONNECT:${defaultSocketPath(defaultDataDir())}`,
     );
   addCommonOptions(cmd, 'info').action(async (opts: ServeOptions) => {
     const log = loggerOf(opts);
+    const tls = await tlsOptions(opts);
+    if (opts.listen && !tls && !isLoopback(opts.listen.host)) {
+      log.warn(
+        { listen: `${opts.listen.host}:${opts.listen.port}` },
+        '--insecure-listen: TCP without TLS on an address other than loopback; anyone who reaches it can store entries',
+      );
+    }
+    const socketPath = opts.socket ?? defaultSocketPath(opts.dataDir);
     // A live daemon on the socket is named before the data dir it may share (known-traps C20).
-    await ensureSocketNotLive(opts.socket);
-    const unlock = await lockDataDir(opts.dataDir);
+    await ensureSocketNotLive(socketPath);
+    const unlock = await lockDataDir(opts.dataDir, log);
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
     let unwritten = 0;
@@ -203,6 +327,7 @@ Examples:
       const spool = await Spool.open(
         {
           dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
+          inDataDir: opts.spoolDir === undefined,
           maxBytes: opts.maxSpoolBytes,
           parse: { redactKeys: parseRedactKeys(opts.redactKeys) },
         },
@@ -219,12 +344,15 @@ Examples:
         oldestAgeMs: () => daemon?.queue.oldestAgeMs() ?? 0,
         spoolBytes: () => spool.bytes,
         spooling: () => daemon?.queue.spooling ?? false,
+        connections: () => daemon?.connectionCount ?? 0,
+        unfinishedBytes: () => daemon?.unfinishedBytes ?? 0,
       });
       daemon = new Daemon(
         {
-          socketPath: opts.socket,
+          socketPath,
           socketMode: 0o660,
           listen: opts.listen,
+          tls,
           batchSize: opts.batchSize,
           maxWriteEntries: opts.maxWriteEntries,
           writeTimeoutMs: opts.writeTimeout,
@@ -232,6 +360,7 @@ Examples:
           maxQueue: opts.maxQueue,
           maxQueueBytes: opts.maxQueueBytes,
           maxLineBytes: opts.maxLineBytes,
+          maxConnections: opts.maxConnections,
           redactKeys: parseRedactKeys(opts.redactKeys),
           shutdownTimeoutMs: opts.shutdownTimeout,
         },
