@@ -90,8 +90,16 @@ const CSV_SQL: Record<(typeof CSV_COLUMNS)[number], string> = {
 /** Sort order of CONTRACT.md §5. */
 export type Order = 'asc' | 'desc';
 
+/**
+ * The ORDER BY list. Columns are qualified with the table name on purpose: a bare name in ORDER BY
+ * that matches an output column means the output column (PostgreSQL docs, SELECT, "ORDER BY
+ * Clause"), and the selections output `id::text AS id` and `to_char(…) AS timestamp`, which sort as
+ * text ("1000" before "991"). A qualified name always means the input column.
+ */
 function orderBy(order: Order): string {
-  return order === 'asc' ? `"timestamp" ASC, id ASC` : `"timestamp" DESC, id DESC`;
+  return order === 'asc'
+    ? `audit_log."timestamp" ASC, audit_log.id ASC`
+    : `audit_log."timestamp" DESC, audit_log.id DESC`;
 }
 
 /** What a row of {@link selectEntries} and the tail queries holds: the JSON line and fields for people. */
@@ -198,7 +206,7 @@ export function entriesAfterQuery(filters: Filters, afterId: string, limit: numb
   const values: unknown[] = [afterId];
   const where = filterCondition(filters, paramBinder(values));
   return {
-    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY id LIMIT ${Math.trunc(limit)}`,
+    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY audit_log.id LIMIT ${Math.trunc(limit)}`,
     values,
   };
 }

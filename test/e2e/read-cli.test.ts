@@ -41,7 +41,7 @@ const ndjsonIds = (out: string) =>
 
 async function sqlIds(where: string, order = 'DESC'): Promise<string[]> {
   const res = await t.query<{ id: string }>(
-    `SELECT id::text AS id FROM audit_log WHERE ${where} ORDER BY "timestamp" ${order}, id ${order}`,
+    `SELECT id::text AS id FROM audit_log WHERE ${where} ORDER BY audit_log."timestamp" ${order}, audit_log.id ${order}`,
   );
   return res.rows.map((r) => r.id);
 }
