@@ -33,9 +33,13 @@ export const CSV_COLUMNS = [...ENTRY_FIELDS, 'extra'] as const;
 /** `to_char` pattern of RFC 3339 UTC with microseconds, e.g. `2026-11-01T10:00:00.000000Z`. */
 const RFC3339_US = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 
-/** SQL for a timestamptz column as RFC 3339 UTC text with microseconds. */
+/**
+ * SQL for a timestamptz column as RFC 3339 UTC text with microseconds; `infinity` / `-infinity`
+ * (which Postgres stores, and `to_char` turns into NULL, making the whole JSON line NULL) as those
+ * words, so a forged row is shown as it is instead of breaking the output.
+ */
 function utcText(column: string): string {
-  return `to_char(${column} AT TIME ZONE 'UTC', ${RFC3339_US})`;
+  return `CASE WHEN isfinite(${column}) THEN to_char(${column} AT TIME ZONE 'UTC', ${RFC3339_US}) ELSE ${column}::text END`;
 }
 
 /** SQL for a text expression as a JSON value text (`null` for NULL). */

@@ -111,7 +111,7 @@ async function streamText(
       cb();
     },
   });
-  const rows = await streamEntries(t.pool, t.db, silentLogger(), {
+  const { rows } = await streamEntries(t.pool, t.db, silentLogger(), {
     filters,
     format,
     order,

@@ -57,18 +57,34 @@ Examples:
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
     try {
+      let shown: number;
+      let more: boolean;
       if (output === 'table') {
-        const rows = await withClient(pool, db, (c) => selectEntries(c, filters, { order, limit }));
-        await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160));
+        const rows = await withClient(pool, db, (c) =>
+          selectEntries(c, filters, { order, limit: limit + 1 }),
+        );
+        more = rows.length > limit;
+        if (more) rows.length = limit;
+        shown = rows.length;
+        if (rows.length > 0)
+          await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160));
       } else {
-        await streamEntries(pool, db, log, {
+        ({ rows: shown, more } = await streamEntries(pool, db, log, {
           filters,
           format: output,
           order,
           limit,
           destinations: [process.stdout],
           end: false,
-        });
+        }));
+      }
+      // CONTRACT.md §5: stdout stays the data; the note goes to stderr.
+      if (more) {
+        process.stderr.write(
+          `audit-gateway: more entries match than the ${shown} shown (--limit ${limit}); raise --limit, narrow the filters, or use export for all\n`,
+        );
+      } else if (shown === 0) {
+        process.stderr.write('audit-gateway: no entries match\n');
       }
     } catch (err) {
       if (!isOutputClosed(err)) throw err;
