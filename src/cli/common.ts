@@ -1,10 +1,13 @@
 /**
  * Options every command shares (CONTRACT.md §2, §7), and opening the database from them.
- * Precedence: flag > environment variable > default (commander's `.env()`).
+ * Precedence: flag > environment variable > configuration file > default (commander's `.env()`,
+ * then cli/config.ts).
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type Database, openDatabase } from '../db/connect.js';
+import { databaseUrlProblem, maskUrl } from '../db/databaseUrl.js';
 import { defaultDataDir } from '../db/embedded.js';
+import { readServedDatabase, recordServedDatabase } from '../db/servedDatabase.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
 
 /** The options of {@link addCommonOptions}, as commander gives them. */
@@ -21,8 +24,10 @@ export function addCommonOptions(cmd: Command, defaultLevel: LogLevel = 'warn'):
     .addOption(
       new Option(
         '--database-url <url>',
-        'Postgres URL; none: the embedded server (env AUDIT_GATEWAY_DATABASE_URL, then DATABASE_URL)',
-      ),
+        'Postgres URL, postgres://USER@HOST:PORT/DATABASE; none: the one a running serve uses, else the embedded server (env AUDIT_GATEWAY_DATABASE_URL, then DATABASE_URL)',
+      )
+        .env('AUDIT_GATEWAY_DATABASE_URL')
+        .argParser(databaseUrlArg),
     )
     .addOption(
       new Option('--data-dir <dir>', 'data dir of the embedded Postgres and the spool')
@@ -48,9 +53,55 @@ export function loggerOf(opts: CommonOptions): Logger {
   return createLogger(opts.logLevel);
 }
 
-/** Opens the database the options name; `owner` is true only for `serve`. */
-export function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
-  return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
+/** commander's parser of `--database-url`: the forms of db/databaseUrl.ts, else exit 2. */
+export function databaseUrlArg(value: string): string {
+  if (value.trim() === '') return ''; // an empty value (e.g. DATABASE_URL=) is no URL at all
+  const problem = databaseUrlProblem(value);
+  if (problem !== null) throw new InvalidArgumentError(problem);
+  return value.trim();
+}
+
+/**
+ * Opens the database the options name; `owner` is true only for `serve`. A command given no URL
+ * reads the one a `serve` running on the same data dir writes to (db/servedDatabase.ts), and says
+ * so on stderr.
+ */
+export async function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
+  let databaseUrl = databaseUrlOf(opts);
+  if (databaseUrl === undefined && !owner) {
+    const served = await readServedDatabase(opts.dataDir);
+    if (served !== undefined) {
+      databaseUrl = served.url;
+      process.stderr.write(
+        `audit-gateway: reading the database of the running serve (pid ${served.pid}): ${maskUrl(served.url)} (from ${served.file}; --database-url chooses another)\n`,
+      );
+    }
+  }
+  return openDatabase({ databaseUrl, dataDir: opts.dataDir, owner, log });
+}
+
+/**
+ * For `serve`: logs which database it writes to (password masked) and, for a URL, records it for
+ * the read commands (db/servedDatabase.ts).
+ * @returns a function that removes the record at exit
+ */
+export async function announceDatabase(
+  opts: CommonOptions,
+  db: Database,
+  log: Logger,
+): Promise<() => Promise<void>> {
+  const url = databaseUrlOf(opts);
+  log.info({ database: url === undefined ? db.where : maskUrl(url) }, 'writing entries to Postgres');
+  if (url === undefined) return async () => {};
+  try {
+    return await recordServedDatabase(opts.dataDir, url);
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message, dataDir: opts.dataDir },
+      'could not record the database URL for the read commands',
+    );
+    return async () => {};
+  }
 }
 
 /**

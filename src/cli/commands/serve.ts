@@ -9,7 +9,14 @@ import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
-import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
+import {
+  addCommonOptions,
+  announceDatabase,
+  type CommonOptions,
+  intAtLeast,
+  loggerOf,
+  openFromOptions,
+} from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
 
 interface ServeOptions extends CommonOptions {
@@ -189,6 +196,7 @@ Examples:
     await ensureSocketNotLive(opts.socket);
     const unlock = await lockDataDir(opts.dataDir);
     const db = await openFromOptions(opts, log, true);
+    const forgetDatabase = await announceDatabase(opts, db, log);
     const pool = createPool(db, log, 4);
     let unwritten = 0;
     try {
@@ -261,6 +269,7 @@ Examples:
       // A client held by a write that Postgres never answers would make pool.end() wait forever.
       await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
+      await forgetDatabase();
       await unlock();
       exitIfStuck(300);
     }
