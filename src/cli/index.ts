@@ -8,6 +8,7 @@ import { AuditGatewayError, EXIT, messageOf, sqlState } from '../errors.js';
 import { registerConfig } from './commands/config.js';
 import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerRejects } from './commands/rejects.js';
 import { registerReplay } from './commands/replay.js';
 import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
@@ -62,6 +63,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerStats(program);
   registerReplay(program);
+  registerRejects(program);
   registerConfig(program);
   for (const cmd of program.commands) cmd.exitOverride();
   // The configuration file fills every option left at its default, for every command (cli/config.ts).

@@ -292,11 +292,30 @@ export interface StatsRow {
   p99_ms: number | null;
 }
 
+/** The `stats --sort` keys and the SQL they order by (each descending, NULLs last). */
+export const STATS_SORTS = {
+  count: 'count(*)',
+  errors: `count(*) FILTER (WHERE response_status <> 'success')`,
+  error_rate: `count(*) FILTER (WHERE response_status <> 'success')::float8 / count(*)`,
+  p50: 'percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)',
+  p95: 'percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)',
+  p99: 'percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)',
+} as const;
+
+/** A `stats --sort` key. */
+export type StatsSort = keyof typeof STATS_SORTS;
+
 /**
  * Count, errors (status other than `success`) and latency percentiles (`percentile_cont`, over the
- * entries with a latency) per group, largest count first, then by group.
+ * entries with a latency) per group, the largest `sort` value first (default count), then by count
+ * and group.
  */
-export async function statsBy(client: pg.ClientBase, filters: Filters, by: StatsGroup): Promise<StatsRow[]> {
+export async function statsBy(
+  client: pg.ClientBase,
+  filters: Filters,
+  by: StatsGroup,
+  sort: StatsSort = 'count',
+): Promise<StatsRow[]> {
   const params: unknown[] = [];
   const where = filterCondition(filters, paramBinder(params));
   const col = STATS_GROUPS[by];
@@ -314,7 +333,7 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
             percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
             percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99
        FROM audit_log WHERE ${where}
-      GROUP BY ${col} ORDER BY count(*) DESC, ${col} ASC NULLS LAST`,
+      GROUP BY ${col} ORDER BY ${STATS_SORTS[sort]} DESC NULLS LAST, count(*) DESC, ${col} ASC NULLS LAST`,
     params,
   );
   return res.rows.map((r) => {
@@ -330,4 +349,45 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
       p99_ms: roundMs(r.p99),
     };
   });
+}
+
+/** One `audit_reject` row for `rejects` (CONTRACT.md §5). */
+export interface RejectRow {
+  /** bigint id as decimal text. */
+  id: string;
+  /** RFC 3339 UTC with microseconds. */
+  received_at: string;
+  source: string;
+  reason: string;
+  /** The line as received, byte for byte. */
+  raw: Buffer;
+}
+
+/** Options of {@link selectRejects}. */
+export interface RejectFilters {
+  /** Inclusive lower bound on received_at (RFC 3339 text). */
+  since?: string | undefined;
+  /** Exclusive upper bound on received_at. */
+  until?: string | undefined;
+  /** At most this many rows. */
+  limit: number;
+}
+
+/**
+ * The rejected lines, newest first (received_at, then id, both descending; served by
+ * audit_reject_received_at_idx).
+ */
+export async function selectRejects(client: pg.ClientBase, f: RejectFilters): Promise<RejectRow[]> {
+  const values: unknown[] = [];
+  const bind = paramBinder(values);
+  const parts: string[] = [];
+  if (f.since !== undefined) parts.push(`received_at >= ${bind(f.since)}::timestamptz`);
+  if (f.until !== undefined) parts.push(`received_at < ${bind(f.until)}::timestamptz`);
+  const res = await client.query<RejectRow>(
+    `SELECT id::text AS id, ${utcText('received_at')} AS received_at, source, reason, raw
+       FROM audit_reject WHERE ${parts.length === 0 ? 'TRUE' : parts.join(' AND ')}
+      ORDER BY audit_reject.received_at DESC, audit_reject.id DESC LIMIT ${Math.trunc(f.limit)}`,
+    values,
+  );
+  return res.rows;
 }

@@ -28,7 +28,10 @@ export function registerSearch(program: Command): void {
     .description('find entries by filters; newest first, as a table on a terminal and NDJSON into a pipe')
     .option('--limit <n>', 'at most N entries', '100')
     .option('--order <order>', 'desc (newest first) or asc', 'desc')
-    .option('--output <format>', 'table, json, ndjson or csv (default: table on a terminal, else ndjson)');
+    .option(
+      '--output <format>',
+      'table, vertical (one block per entry), json, ndjson or csv (default: table on a terminal, else ndjson)',
+    );
   addFilterOptions(cmd).addHelpText(
     'after',
     `${TIME_HELP}
@@ -47,6 +50,7 @@ Examples:
     const order = choiceOption('--order', opts.order, ['desc', 'asc'] as const);
     const output = choiceOption('--output', opts.output ?? (process.stdout.isTTY ? 'table' : 'ndjson'), [
       'table',
+      'vertical',
       'json',
       'ndjson',
       'csv',
@@ -59,15 +63,17 @@ Examples:
     try {
       let shown: number;
       let more: boolean;
-      if (output === 'table') {
+      if (output === 'table' || output === 'vertical') {
         const rows = await withClient(pool, db, (c) =>
           selectEntries(c, filters, { order, limit: limit + 1 }),
         );
         more = rows.length > limit;
         if (more) rows.length = limit;
         shown = rows.length;
-        if (rows.length > 0)
-          await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160));
+        const layout = output === 'vertical' ? 'vertical' : 'auto';
+        if (rows.length > 0) {
+          await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160, layout));
+        }
       } else {
         ({ rows: shown, more } = await streamEntries(pool, db, log, {
           filters,
