@@ -8,13 +8,14 @@ import { type Database, openDatabase } from '../db/connect.js';
 import { databaseUrlProblem, maskUrl } from '../db/databaseUrl.js';
 import { defaultDataDir } from '../db/embedded.js';
 import { readServedDatabase, recordServedDatabase } from '../db/servedDatabase.js';
-import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../log.js';
 
 /** The options of {@link addCommonOptions}, as commander gives them. */
 export interface CommonOptions {
   databaseUrl?: string;
   dataDir: string;
   logLevel: LogLevel;
+  logFormat?: LogFormat;
   verbose?: boolean;
 }
 
@@ -35,10 +36,19 @@ export function addCommonOptions(cmd: Command, defaultLevel: LogLevel = 'warn'):
         .default(defaultDataDir(), '$XDG_DATA_HOME/audit-gateway or ~/.local/share/audit-gateway'),
     )
     .addOption(
-      new Option('--log-level <level>', 'log level of the JSON log lines on stderr')
+      new Option('--log-level <level>', 'log level of the log lines on stderr')
         .choices(LOG_LEVELS)
         .env('AUDIT_GATEWAY_LOG_LEVEL')
         .default(defaultLevel),
+    )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'log lines as json, pretty (for people), or auto: pretty on a terminal',
+      )
+        .choices(LOG_FORMATS)
+        .env('AUDIT_GATEWAY_LOG_FORMAT')
+        .default('auto'),
     )
     .option('--verbose', 'print stack traces with errors');
 }
@@ -50,7 +60,7 @@ export function databaseUrlOf(opts: CommonOptions, env: NodeJS.ProcessEnv = proc
 
 /** A logger at the command's level. */
 export function loggerOf(opts: CommonOptions): Logger {
-  return createLogger(opts.logLevel);
+  return createLogger(opts.logLevel, opts.logFormat ?? 'auto');
 }
 
 /** commander's parser of `--database-url`: the forms of db/databaseUrl.ts, else exit 2. */
