@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { AuditGatewayError, EXIT, messageOf, sqlState } from '../errors.js';
+import { registerCompletion } from './commands/completion.js';
 import { registerConfig } from './commands/config.js';
 import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
@@ -65,6 +66,7 @@ export function buildProgram(): Command {
   registerReplay(program);
   registerRejects(program);
   registerConfig(program);
+  registerCompletion(program, version());
   for (const cmd of program.commands) cmd.exitOverride();
   // The configuration file fills every option left at its default, for every command (cli/config.ts).
   program.hook('preAction', (root, action) => {
