@@ -68,12 +68,22 @@ export function loadConfigFile(
     ({ path, chosenBy } = found);
   }
   let text: string;
+  let st: ReturnType<typeof statSync>;
   try {
-    if (!statSync(path).isFile()) throw new Error('not a regular file');
+    st = statSync(path);
+    if (!st.isFile()) throw new Error('not a regular file');
     text = readFileSync(path, 'utf8');
   } catch (err) {
     const why = (err as { code?: string }).code === 'ENOENT' ? 'no such file' : (err as Error).message;
     throw new UsageError(`config file ${path} (${chosenBy}): cannot read it: ${why}`);
+  }
+  // As ssh does with its config: a file that another user can change could point every command at
+  // a database of theirs, so it is refused (the file names the database the audit trail goes to).
+  const uid = process.getuid?.();
+  if (uid !== undefined && ((st.mode & 0o022) !== 0 || (st.uid !== uid && st.uid !== 0))) {
+    throw new UsageError(
+      `config file ${path}: other users can change it (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); run chmod go-w ${path}, owned by you or root`,
+    );
   }
   let data: Record<string, TomlValue>;
   try {

@@ -208,7 +208,7 @@ export function fitColumns(
   natural: readonly number[],
   flexible: readonly boolean[],
   total: number,
-  minWidth = 6,
+  minWidth = 10,
 ): number[] | null {
   const borders = natural.length + 1;
   const avail = total - borders;
@@ -335,7 +335,8 @@ function renderVertical(columns: Column[], rows: number, c: ChalkInstance, total
       const pieces = wrap(col.cell(r), valueW);
       pieces.forEach((piece, k) => {
         const head = k === 0 ? pad(col.head, headW) : ' '.repeat(headW);
-        out += `${c.bold(head)} ${c.dim('│')} ${col.paint ? col.paint(r, piece) : piece}\n`;
+        const value = piece === '' ? '' : ` ${col.paint ? col.paint(r, piece) : piece}`;
+        out += `${c.bold(head)} ${c.dim('│')}${value}\n`;
       });
     }
   }

@@ -120,6 +120,13 @@ describe('the configuration file', () => {
       expect(r.stderr).toContain(file);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
+    // a file others may change is refused, as ssh refuses its config
+    const open = join(dir, 'open.toml');
+    writeFileSync(open, `database-url = "${a.url}"\n`);
+    chmodSync(open, 0o666);
+    const w = await run(['search', '--config', open]);
+    expect(w.code).toBe(2);
+    expect(w.stderr).toMatch(/other users can change it .*mode 666.*chmod go-w/);
     const missing = await run(['search', '--config', join(dir, 'nope.toml')]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/nope\.toml \(--config\): cannot read it: no such file/);
@@ -202,6 +209,11 @@ describe('the read commands find the database of a running serve', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(count(r.stdout)).toBe(3);
       expect(r.stderr).toMatch(/reading the database of the running serve \(pid \d+\)/);
+      // config names it too
+      const cfg = await run(['config', 'search'], { env: { ...xdg('none'), AUDIT_GATEWAY_DATA_DIR: data } });
+      expect(cfg.stdout).toMatch(
+        /^database \(read commands\): postgres:\/\/postgres@127\.0\.0\.1:5432\/ag_test_cfga_\S+ \(the running serve, pid \d+\)$/m,
+      );
       // a record another user could have written (writable by others) is not trusted
       chmodSync(file, 0o666);
       const untrusted = await run(

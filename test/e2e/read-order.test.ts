@@ -47,26 +47,20 @@ describe('ids across powers of ten, more than a page', () => {
   });
 
   it('tail --follow: one INSERT of 2,500 rows (ids 991..3490) is printed whole, in id order', async () => {
-    const tail = new Background([
-      'tail',
-      '--database-url',
-      t.url,
-      '--output',
-      'json',
-      '-n',
-      '0',
-      '--subject',
-      'big',
-    ]);
+    // a marker entry that tail prints first (-n 1) shows that it has started
+    await t.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), 500)`);
+    const [marker] = await insertBatch(t.pool, 1, 'big');
+    await t.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), 990)`);
+    const args = ['tail', '--database-url', t.url, '--output', 'json', '-n', '1', '--subject', 'big'];
+    const tail = new Background(args);
     try {
-      // wait until tail has started (it prints nothing for -n 0): a marker entry it does follow
-      await new Promise((r) => setTimeout(r, 1500));
+      await tail.waitFor((l) => l.length >= 1, 30_000, 'the marker line');
       const ids = await insertBatch(t.pool, 2500, 'big');
       expect(ids[0]).toBe('991');
       await t.query(`NOTIFY audit_log, '3490'`);
-      await tail.waitFor((l) => l.length >= 2500, 15_000, '2500 lines');
+      await tail.waitFor((l) => l.length >= 2501, 30_000, '2500 lines');
       await new Promise((r) => setTimeout(r, 500));
-      expect(ndjsonIds(`${tail.lines.join('\n')}\n`)).toEqual(ids);
+      expect(ndjsonIds(`${tail.lines.join('\n')}\n`)).toEqual([marker, ...ids]);
     } finally {
       await tail.interrupt();
     }

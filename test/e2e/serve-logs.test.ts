@@ -3,11 +3,13 @@
  * lines otherwise (and with --log-format json), and the database it writes to named with the
  * password masked.
  */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, runCommand, shq } from '../helpers/cli.js';
+import { BIN, childEnv, shq } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 let t: TestDatabase;
@@ -23,24 +25,40 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** Runs serve for ~3 s (then SIGINT), on a terminal or into a pipe; returns what stderr showed. */
+/**
+ * Runs serve on a terminal (script) or into a pipe until it logs that it listens, then SIGINT;
+ * returns what stderr showed. The shell writes its pid (then execs node) so the test signals
+ * exactly that process.
+ */
 async function serveFor(tty: boolean, extra: string[] = []): Promise<string> {
   const url = t.url.replace('postgres@', 'postgres:hunter2@');
+  const tag = `${tty}${extra.length}`;
+  const pidFile = join(dir, `${tag}.pid`);
   const args = [
     'serve',
     '--database-url',
     url,
     '--socket',
-    join(dir, `${tty}.sock`),
+    join(dir, `${tag}.sock`),
     '--data-dir',
-    join(dir, String(tty)),
+    join(dir, tag),
     ...extra,
   ];
-  const cmd = `timeout -s INT 3 ${[process.execPath, BIN, ...args].map(shq).join(' ')}`;
-  const r = tty
-    ? await runCommand('script', ['-qfec', cmd, '/dev/null'], { env: { NO_COLOR: '1' } })
-    : await runCommand('bash', ['-c', `${cmd} 2>&1`]);
-  return r.stdout;
+  const inner = `echo $$ > ${shq(pidFile)}; exec ${[process.execPath, BIN, ...args].map(shq).join(' ')} 2>&1`;
+  const child = tty
+    ? spawn('script', ['-qfec', `sh -c ${shq(inner)}`, '/dev/null'], { env: childEnv({ NO_COLOR: '1' }) })
+    : spawn('sh', ['-c', inner], { env: childEnv() });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    out += d;
+  });
+  const closed = new Promise<void>((r) => child.on('close', () => r()));
+  const deadline = Date.now() + 60_000;
+  while (!/serve: listening/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGINT');
+  await closed;
+  return out;
 }
 
 describe('serve logs', () => {

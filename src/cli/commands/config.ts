@@ -5,6 +5,7 @@
  */
 import type { Command, Option } from 'commander';
 import { maskUrl } from '../../db/databaseUrl.js';
+import { readServedDatabase } from '../../db/servedDatabase.js';
 import { UsageError } from '../../errors.js';
 import {
   type ConfigFile,
@@ -104,6 +105,19 @@ function show(value: unknown): string {
   return String(value);
 }
 
+/** Which database the read commands would read, and why (CONTRACT.md §2, db/servedDatabase.ts). */
+async function databaseLine(settings: ResolvedSetting[]): Promise<string> {
+  const of = (flag: string) => settings.find((s) => s.command === 'search' && s.flag === flag);
+  const url = of('--database-url');
+  if (url && url.value !== null && url.value !== '')
+    return `database (read commands): ${String(url.value)} (${url.source})`;
+  const dataDir = String(of('--data-dir')?.value ?? '');
+  const served = dataDir ? await readServedDatabase(dataDir) : undefined;
+  if (served)
+    return `database (read commands): ${maskUrl(served.url)} (the running serve, pid ${served.pid})`;
+  return `database (read commands): the embedded Postgres in ${dataDir}`;
+}
+
 /** Registers `config`. */
 export function registerConfig(program: Command): void {
   program
@@ -149,6 +163,7 @@ Examples:
         : `config file: none (looked for ${configCandidates()
             .map((c) => c.path)
             .join(', ')})\n`;
+      text += `${await databaseLine(settings)}\n`;
       let current = '';
       const flagW = Math.max(...settings.map((s) => s.flag.length));
       const valueW = Math.min(60, Math.max(...settings.map((s) => show(s.value).length)));

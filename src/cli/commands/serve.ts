@@ -196,8 +196,8 @@ Examples:
     await ensureSocketNotLive(opts.socket);
     const unlock = await lockDataDir(opts.dataDir);
     const db = await openFromOptions(opts, log, true);
-    const forgetDatabase = await announceDatabase(opts, db, log);
     const pool = createPool(db, log, 4);
+    let forgetDatabase = async () => {};
     let unwritten = 0;
     try {
       await withClient(pool, db, async (client) => {
@@ -207,6 +207,8 @@ Examples:
         const ran = await migrate(client, 'up', log);
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
+      // once the database answered: name it in the log and record it for the read commands
+      forgetDatabase = await announceDatabase(opts, db, log);
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
       const spool = await Spool.open(
         { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
