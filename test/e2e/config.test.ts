@@ -148,6 +148,9 @@ describe('the configuration file', () => {
       settings: { command: string; flag: string; value: unknown; source: string }[];
     };
     expect(out.config_file.path).toBe(file);
+    expect((out as unknown as { database: string }).database).toBe(
+      `postgres://audit:****@db.example:5432/audit (config ${file})`,
+    );
     const get = (command: string, flag: string) =>
       out.settings.find((s) => s.command === command && s.flag === flag)!;
     expect(get('serve', '--database-url')).toEqual({

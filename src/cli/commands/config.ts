@@ -109,13 +109,11 @@ function show(value: unknown): string {
 async function databaseLine(settings: ResolvedSetting[]): Promise<string> {
   const of = (flag: string) => settings.find((s) => s.command === 'search' && s.flag === flag);
   const url = of('--database-url');
-  if (url && url.value !== null && url.value !== '')
-    return `database (read commands): ${String(url.value)} (${url.source})`;
+  if (url && url.value !== null && url.value !== '') return `${String(url.value)} (${url.source})`;
   const dataDir = String(of('--data-dir')?.value ?? '');
   const served = dataDir ? await readServedDatabase(dataDir) : undefined;
-  if (served)
-    return `database (read commands): ${maskUrl(served.url)} (the running serve, pid ${served.pid})`;
-  return `database (read commands): the embedded Postgres in ${dataDir}`;
+  if (served) return `${maskUrl(served.url)} (the running serve, pid ${served.pid})`;
+  return `the embedded Postgres in ${dataDir}`;
 }
 
 /** Registers `config`. */
@@ -152,10 +150,11 @@ Examples:
       const file = loadConfigFile(root.opts().config as string | undefined);
       if (file !== undefined) validateConfig(file, root);
       const settings = resolveSettings(root, file, only);
+      const search = root.commands.find((c) => c.name() === 'search');
+      const database = await databaseLine(search ? resolveSettings(root, file, search) : settings);
       if (output === 'json') {
-        await writeOut(
-          `${JSON.stringify({ config_file: file ? { path: file.path, chosen_by: file.chosenBy } : null, settings }, null, 2)}\n`,
-        );
+        const config_file = file ? { path: file.path, chosen_by: file.chosenBy } : null;
+        await writeOut(`${JSON.stringify({ config_file, database, settings }, null, 2)}\n`);
         return;
       }
       let text = file
@@ -163,7 +162,7 @@ Examples:
         : `config file: none (looked for ${configCandidates()
             .map((c) => c.path)
             .join(', ')})\n`;
-      text += `${await databaseLine(settings)}\n`;
+      text += `database (read commands): ${database}\n`;
       let current = '';
       const flagW = Math.max(...settings.map((s) => s.flag.length));
       const valueW = Math.min(60, Math.max(...settings.map((s) => show(s.value).length)));
