@@ -55,6 +55,12 @@ export function truncate(text: string, max: number): string {
   return `${out}…`;
 }
 
+/** `2026-11-01T10:00:00.123456Z` → `2026-11-01 10:00:00` (UTC), for narrow terminals. */
+export function compactTime(ts: string | null | undefined): string {
+  if (typeof ts !== 'string') return '-';
+  return ts.length >= 20 && ts.endsWith('Z') ? `${ts.slice(0, 10)} ${ts.slice(11, 19)}` : ts;
+}
+
 /** How the anonymous caller (client_subject `""`) is named in every output for people. */
 export const ANONYMOUS = '(anonymous)';
 
@@ -132,8 +138,10 @@ export class TextLineFormatter {
     const w = this.widths;
     const status = visible(r.response_status);
     const statusW = Math.min(w.status, 12);
-    const time = shortTime(r.ts);
-    const timeW = Math.max(24, width(time));
+    // below 100 columns the time drops its milliseconds and zone letter (UTC all the same)
+    const narrow = this.maxWidth !== undefined && this.maxWidth < 100;
+    const time = narrow ? compactTime(r.ts) : shortTime(r.ts);
+    const timeW = Math.max(narrow ? 19 : 24, width(time));
     let whoW = Math.min(w.who, 40);
     let whereW = Math.min(w.where, 48);
     let room: number;
@@ -141,16 +149,17 @@ export class TextLineFormatter {
       room = 200;
     } else {
       // fit the terminal: subject and tool give way first, down to 8 columns each, so that the
-      // args/error get at least 12; what still does not fit is cut at the end of the line
+      // args/error get about half of what is left; what still does not fit is cut at the end
       const fixed = timeW + 2 + statusW + 2 + w.latency + 2;
       const avail = this.maxWidth - fixed;
-      const over = whoW + 2 + whereW + 2 + 12 - avail;
+      const minRoom = Math.max(12, Math.floor(avail * 0.45));
+      const over = whoW + 2 + whereW + 2 + minRoom - avail;
       if (over > 0) {
         const cutWho = Math.min(over, Math.max(0, whoW - 8), Math.ceil(over / 2));
         whoW -= cutWho;
         whereW -= Math.min(over - cutWho, Math.max(0, whereW - 8));
         // a very narrow terminal: subject and tool down to 4 columns each
-        const still = whoW + 2 + whereW + 2 + 12 - avail;
+        const still = whoW + 2 + whereW + 2 + minRoom - avail;
         if (still > 0) {
           const cut = Math.min(still, whoW - 4);
           whoW -= cut;
@@ -168,9 +177,9 @@ export class TextLineFormatter {
       // too little room for both: the error is what matters
       tailText = this.c.red(truncate(visible(r.error_message), room));
     } else {
-      // an error shares the room with the args: the args get at most half of it
+      // an error shares the room with the args: the args get at most a third of it
       const msg = visible(r.error_message);
-      const args = truncate(argsText, Math.max(4, Math.floor(room / 2) - 1));
+      const args = truncate(argsText, Math.max(4, Math.floor(room / 3) - 1));
       const rest = this.maxWidth === undefined ? undefined : Math.max(1, room - width(args) - 2);
       tailText = `${args}  ${this.c.red(rest === undefined ? msg : truncate(msg, rest))}`;
     }

@@ -132,6 +132,20 @@ describe('tail text lines fit the terminal', () => {
     );
   });
 
+  it('at 80 columns an error keeps most of the room: time without ms, args a third', () => {
+    const line = new TextLineFormatter(plain, 80).format([
+      row({
+        client_subject: 'agent-orchestrator',
+        tool_name: 'stockCommitment',
+        response_status: 'denied',
+        error_message: 'Nombre de cliente no autorizado para este SKU',
+      }),
+    ]);
+    expect(line).toMatch(/^2026-11-01 10:00:00 {2}/);
+    expect(stringWidth(line.trimEnd())).toBeLessThanOrEqual(80);
+    expect(line).toMatch(/Nombre de/);
+  });
+
   it('the anonymous caller is named the same in tail, search and stats', () => {
     const anon = row({ client_subject: '' });
     expect(new TextLineFormatter(plain, 120).format([anon])).toContain(ANONYMOUS);
