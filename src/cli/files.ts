@@ -8,7 +8,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream, type WriteStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { lstat, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { AuditGatewayError, messageOf } from '../errors.js';
 
@@ -27,6 +27,7 @@ export interface WholeFile {
  * @throws {AuditGatewayError} naming the file (`--output`) when the directory cannot take it
  */
 export async function openWholeFile(path: string, flag = '--output'): Promise<WholeFile> {
+  if (await isStreamTarget(path)) return openStream(path, flag);
   const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
   let handle: Awaited<ReturnType<typeof open>>;
   try {
@@ -68,6 +69,52 @@ export async function openWholeFile(path: string, flag = '--output'): Promise<Wh
       stream.destroy();
       await close();
       await unlink(temp).catch(() => {});
+    },
+  };
+}
+
+/**
+ * True for names that are not files to replace: `/dev/…` and `/proc/…` (`/dev/stdout`, a tty) and
+ * an existing FIFO, character device or socket. Renaming a new file over them would replace the
+ * device node (as root, `/dev/stdout` itself); they are written as the streams they are.
+ */
+async function isStreamTarget(path: string): Promise<boolean> {
+  if (/^\/(dev|proc)\//.test(path)) return true;
+  try {
+    const st = await lstat(path);
+    if (st.isSymbolicLink()) return false; // replaced, never followed (CONTRACT.md §7)
+    return st.isFIFO() || st.isCharacterDevice() || st.isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** A device or FIFO written directly: nothing to rename or remove. */
+async function openStream(path: string, flag: string): Promise<WholeFile> {
+  const fail = (err: unknown) =>
+    new AuditGatewayError(`${flag}: cannot write '${path}': ${messageOf(err)}`, 1, { cause: err });
+  try {
+    await stat(path);
+  } catch (err) {
+    throw fail(err);
+  }
+  const stream = createWriteStream(path, { flags: 'w' });
+  await new Promise<void>((resolve, reject) => {
+    stream.once('open', () => resolve());
+    stream.once('error', (err) => reject(fail(err)));
+  });
+  return {
+    stream,
+    async commit() {
+      if (!stream.writableFinished) {
+        await new Promise<void>((resolve, reject) => {
+          stream.once('finish', resolve);
+          stream.once('error', reject);
+        });
+      }
+    },
+    async abort() {
+      stream.destroy();
     },
   };
 }

@@ -10,7 +10,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run, runInPty } from '../helpers/cli.js';
+import { BIN, run, runCommand, runInPty } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 let t: TestDatabase;
@@ -128,6 +128,22 @@ describe('export --output FILE: whole or not at all (CONTRACT.md §7)', () => {
     const d = await run(['export', '--database-url', t.url, '--output', dangling]);
     expect(d.code).toBe(0);
     expect((await readdir(dir)).includes('created-through-link')).toBe(false);
+  });
+
+  it('a FIFO or /dev/stdout is written as a stream, never replaced by a file', async () => {
+    const fifo = join(dir, 'fifo');
+    await runCommand('mkfifo', [fifo]);
+    const r = await runCommand('bash', [
+      '-c',
+      `cat ${fifo} > ${fifo}.out & ${process.execPath} ${BIN} export --database-url ${t.url} --output ${fifo}; wait`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    expect(readFileSync(`${fifo}.out`, 'utf8').trim().split('\n')).toHaveLength(228);
+    const out = await run(['export', '--database-url', t.url, '--output', '/dev/stdout']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout.trim().split('\n')).toHaveLength(228);
+    expect(lstatSync('/dev/stdout').isSymbolicLink()).toBe(true);
   });
 
   it('a directory that does not exist: exit 1 naming --output and the file', async () => {

@@ -46,7 +46,11 @@ Examples:
   addCommonOptions(cmd).action(async (opts: ExportOptions) => {
     const format = choiceOption('--format', opts.format, ['ndjson', 'csv'] as const);
     const filters = filtersOf(opts);
-    const file = opts.output !== undefined && opts.output !== '-' ? opts.output : undefined;
+    // '-' and /dev/stdout are stdout itself (opening /dev/stdout fails when it is a socket)
+    const file =
+      opts.output !== undefined && opts.output !== '-' && opts.output !== '/dev/stdout'
+        ? opts.output
+        : undefined;
     guardStdout();
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
