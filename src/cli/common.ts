@@ -1,17 +1,21 @@
 /**
  * Options every command shares (CONTRACT.md §2, §7), and opening the database from them.
- * Precedence: flag > environment variable > default (commander's `.env()`).
+ * Precedence: flag > environment variable > configuration file > default (commander's `.env()`,
+ * then cli/config.ts).
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type Database, openDatabase } from '../db/connect.js';
+import { databaseUrlProblem, maskUrl } from '../db/databaseUrl.js';
 import { defaultDataDir } from '../db/embedded.js';
-import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../log.js';
+import { readServedDatabase, recordServedDatabase } from '../db/servedDatabase.js';
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../log.js';
 
 /** The options of {@link addCommonOptions}, as commander gives them. */
 export interface CommonOptions {
   databaseUrl?: string;
   dataDir: string;
   logLevel: LogLevel;
+  logFormat?: LogFormat;
   verbose?: boolean;
 }
 
@@ -21,8 +25,10 @@ export function addCommonOptions(cmd: Command, defaultLevel: LogLevel = 'warn'):
     .addOption(
       new Option(
         '--database-url <url>',
-        'Postgres URL; none: the embedded server (env AUDIT_GATEWAY_DATABASE_URL, then DATABASE_URL)',
-      ),
+        'Postgres URL, postgres://USER@HOST:PORT/DATABASE; none: the one a running serve uses, else the embedded server (env AUDIT_GATEWAY_DATABASE_URL, then DATABASE_URL)',
+      )
+        .env('AUDIT_GATEWAY_DATABASE_URL')
+        .argParser(databaseUrlArg),
     )
     .addOption(
       new Option('--data-dir <dir>', 'data dir of the embedded Postgres and the spool')
@@ -30,10 +36,19 @@ export function addCommonOptions(cmd: Command, defaultLevel: LogLevel = 'warn'):
         .default(defaultDataDir(), '$XDG_DATA_HOME/audit-gateway or ~/.local/share/audit-gateway'),
     )
     .addOption(
-      new Option('--log-level <level>', 'log level of the JSON log lines on stderr')
+      new Option('--log-level <level>', 'log level of the log lines on stderr')
         .choices(LOG_LEVELS)
         .env('AUDIT_GATEWAY_LOG_LEVEL')
         .default(defaultLevel),
+    )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'log lines as json, pretty (for people), or auto: pretty on a terminal',
+      )
+        .choices(LOG_FORMATS)
+        .env('AUDIT_GATEWAY_LOG_FORMAT')
+        .default('auto'),
     )
     .option('--verbose', 'print stack traces with errors');
 }
@@ -45,7 +60,7 @@ export function databaseUrlOf(opts: CommonOptions, env: NodeJS.ProcessEnv = proc
 
 /** A logger at the command's level. */
 export function loggerOf(opts: CommonOptions): Logger {
-  return createLogger(opts.logLevel);
+  return createLogger(opts.logLevel, opts.logFormat ?? 'auto');
 }
 
 /**
@@ -62,23 +77,76 @@ export function urlHasPassword(url: string): boolean {
   return /(?:^|\s)password\s*=/.test(url);
 }
 
+/** commander's parser of `--database-url`: the forms of db/databaseUrl.ts, else exit 2. */
+export function databaseUrlArg(value: string): string {
+  if (value.trim() === '') return ''; // an empty value (e.g. DATABASE_URL=) is no URL at all
+  const problem = databaseUrlProblem(value);
+  if (problem !== null) throw new InvalidArgumentError(problem);
+  return value.trim();
+}
+
 /**
- * Opens the database the options name; `owner` is true only for `serve`. Warns when the password
- * came on the command line (CONTRACT.md §4 "Neighbours": accepted, with a warning).
+ * Opens the database the options name; `owner` is true only for `serve`. A command given no URL
+ * reads the one a `serve` running on the same data dir writes to (db/servedDatabase.ts), and says
+ * so on stderr. Warns when the password came on the command line (CONTRACT.md §4 "Neighbours":
+ * accepted, with a warning).
  */
-export function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
-  if (opts.databaseUrl && urlHasPassword(opts.databaseUrl)) {
-    // Shorten the window: the process title overwrites argv in place (/proc/PID/cmdline, libuv
-    // uv_set_process_title); ps showed it until now, and the warning says how to avoid even that.
-    const hidden = opts.databaseUrl;
-    process.title = process.argv
-      .map((a) => (a.includes(hidden) ? a.replace(hidden, '[hidden database URL]') : a))
-      .join(' ');
-    log.warn(
-      '--database-url carries a password, which every local user can read in ps; set AUDIT_GATEWAY_DATABASE_URL instead, or leave the password out and use PGPASSWORD or ~/.pgpass',
-    );
+export async function openFromOptions(opts: CommonOptions, log: Logger, owner = false): Promise<Database> {
+  warnIfPasswordInArgv(opts, log);
+  let databaseUrl = databaseUrlOf(opts);
+  if (databaseUrl === undefined && !owner) {
+    const served = await readServedDatabase(opts.dataDir);
+    if (served !== undefined) {
+      databaseUrl = served.url;
+      process.stderr.write(
+        `audit-gateway: reading the database of the running serve (pid ${served.pid}): ${maskUrl(served.url)} (from ${served.file}; --database-url chooses another)\n`,
+      );
+    }
   }
-  return openDatabase({ databaseUrl: databaseUrlOf(opts), dataDir: opts.dataDir, owner, log });
+  return openDatabase({ databaseUrl, dataDir: opts.dataDir, owner, log });
+}
+
+/**
+ * For `serve`: logs which database it writes to (password masked) and, for a URL, records it for
+ * the read commands (db/servedDatabase.ts).
+ * @returns a function that removes the record at exit
+ */
+export async function announceDatabase(
+  opts: CommonOptions,
+  db: Database,
+  log: Logger,
+): Promise<() => Promise<void>> {
+  const url = databaseUrlOf(opts);
+  log.info({ database: url === undefined ? db.where : maskUrl(url) }, 'writing entries to Postgres');
+  if (url === undefined) return async () => {};
+  try {
+    return await recordServedDatabase(opts.dataDir, url);
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message, dataDir: opts.dataDir },
+      'could not record the database URL for the read commands',
+    );
+    return async () => {};
+  }
+}
+
+/**
+ * Warns when `--database-url` carries a password, and hides the URL from the process title: every
+ * local user can read a command line in `ps` (CONTRACT.md §4 "Neighbours").
+ */
+function warnIfPasswordInArgv(opts: CommonOptions, log: Logger): void {
+  if (!opts.databaseUrl || !urlHasPassword(opts.databaseUrl)) return;
+  // Only a URL on the command line is shown by ps (not one from the environment or a config file).
+  if (!process.argv.some((a) => a.includes(opts.databaseUrl as string))) return;
+  // Shorten the window: the process title overwrites argv in place (/proc/PID/cmdline, libuv
+  // uv_set_process_title); ps showed it until now, and the warning says how to avoid even that.
+  const hidden = opts.databaseUrl;
+  process.title = process.argv
+    .map((a) => (a.includes(hidden) ? a.replace(hidden, '[hidden database URL]') : a))
+    .join(' ');
+  log.warn(
+    '--database-url carries a password, which every local user can read in ps; set AUDIT_GATEWAY_DATABASE_URL instead, or leave the password out and use PGPASSWORD or ~/.pgpass',
+  );
 }
 
 /** The longest delay Node's timers can hold, in ms (2^31 - 1; a longer one fires at once). */

@@ -5,13 +5,17 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { AuditGatewayError, EXIT, messageOf, sqlState } from '../errors.js';
+import { registerCompletion } from './commands/completion.js';
+import { registerConfig } from './commands/config.js';
 import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerRejects } from './commands/rejects.js';
 import { registerReplay } from './commands/replay.js';
 import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
+import { applyConfig, type ConfigFile, loadConfigFile, validateConfig } from './config.js';
 import { guardStdout } from './output.js';
 
 function version(): string {
@@ -21,6 +25,21 @@ function version(): string {
   return pkg.version;
 }
 
+/** The command being run and the configuration file applied to it (for error messages). */
+let configured: { action: Command; file: ConfigFile | undefined } | undefined;
+
+/**
+ * A usage error about a flag whose value came from the configuration file names the file too: the
+ * user did not type that value (e.g. `--limit: '-1' is not … (set in config file F)`).
+ */
+function withConfigSource(message: string): string {
+  const flag = /^(--[a-z][a-z0-9-]*):/.exec(message)?.[1];
+  if (!flag || !configured?.file) return message;
+  const option = configured.action.options.find((o) => o.long === flag);
+  if (!option || configured.action.getOptionValueSource(option.attributeName()) !== 'config') return message;
+  return `${message} (set in config file ${configured.file.path})`;
+}
+
 /** The program with every command registered. */
 export function buildProgram(): Command {
   const program = new Command('audit-gateway')
@@ -28,6 +47,10 @@ export function buildProgram(): Command {
       'The audit sink of a tool-call (MCP) gateway: a writer daemon and admin commands over Postgres',
     )
     .version(version())
+    .option(
+      '--config <file>',
+      'configuration file (TOML; env AUDIT_GATEWAY_CONFIG; default $XDG_CONFIG_HOME/audit-gateway/config.toml, then /etc/audit-gateway/config.toml)',
+    )
     .exitOverride()
     // Usage errors stay one line (CONTRACT.md §7), with the way to more help.
     .configureOutput({
@@ -41,7 +64,18 @@ export function buildProgram(): Command {
   registerExport(program);
   registerStats(program);
   registerReplay(program);
+  registerRejects(program);
+  registerConfig(program);
+  registerCompletion(program, version());
   for (const cmd of program.commands) cmd.exitOverride();
+  // The configuration file fills every option left at its default, for every command (cli/config.ts).
+  program.hook('preAction', (root, action) => {
+    if (action.name() === 'config') return;
+    const file = loadConfigFile(root.opts().config as string | undefined);
+    if (file !== undefined) validateConfig(file, root);
+    applyConfig(action, file);
+    configured = { action, file };
+  });
   return program;
 }
 
@@ -64,7 +98,8 @@ export async function runCli(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (err instanceof AuditGatewayError) {
-      process.stderr.write(`audit-gateway: ${err.message}\n`);
+      const message = err.exitCode === EXIT.USAGE ? withConfigSource(err.message) : err.message;
+      process.stderr.write(`audit-gateway: ${message}\n`);
       if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
       return err.exitCode;
     }

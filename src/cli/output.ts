@@ -125,21 +125,23 @@ export function stopSignal(): { signal: AbortSignal; detach(): void } {
 }
 
 /**
- * export's progress line on stderr (rows, rows/s, elapsed), redrawn at most every 200 ms, only
- * when stderr is a terminal. `done()` writes the final line and a newline.
+ * export's progress line on stderr (rows, rows/s, elapsed), redrawn at most every 200 ms, only when
+ * enabled (stderr is a terminal, the data do not go to that same terminal, no `--no-progress`).
+ * The line is always erased at the end (`\r` + erase-line), so it is never glued to data or to a
+ * later message; `done()` then writes one summary line.
  */
 export function progressLine(enabled: boolean = process.stderr.isTTY === true): {
   update(rows: number): void;
-  done(rows: number): void;
+  done(rows: number, what?: string): void;
+  clear(): void;
 } {
   const start = Date.now();
   let lastDraw = 0;
-  const draw = (rows: number, final: boolean) => {
-    const secs = (Date.now() - start) / 1000;
-    const rate = secs > 0 ? Math.round(rows / secs) : rows;
-    process.stderr.write(
-      `\r\u001b[K${rows.toLocaleString('en-US')} rows  ${rate.toLocaleString('en-US')} rows/s  ${secs.toFixed(1)} s${final ? '\n' : ''}`,
-    );
+  let drawn = false;
+  const elapsed = () => (Date.now() - start) / 1000;
+  const clear = () => {
+    if (drawn) process.stderr.write('\r\u001b[K');
+    drawn = false;
   };
   return {
     update(rows) {
@@ -147,10 +149,21 @@ export function progressLine(enabled: boolean = process.stderr.isTTY === true): 
       const now = Date.now();
       if (now - lastDraw < 200) return;
       lastDraw = now;
-      draw(rows, false);
+      const secs = elapsed();
+      const rate = secs > 0 ? Math.round(rows / secs) : rows;
+      process.stderr.write(
+        `\r\u001b[K${rows.toLocaleString('en-US')} rows  ${rate.toLocaleString('en-US')} rows/s  ${secs.toFixed(1)} s`,
+      );
+      drawn = true;
     },
-    done(rows) {
-      if (enabled) draw(rows, true);
+    done(rows, what = '') {
+      clear();
+      if (enabled) {
+        process.stderr.write(
+          `audit-gateway: exported ${rows.toLocaleString('en-US')} entries${what} in ${elapsed().toFixed(1)} s\n`,
+        );
+      }
     },
+    clear,
   };
 }

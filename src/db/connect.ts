@@ -95,11 +95,19 @@ export function createPool(db: Database, log: Logger, max = 4): pg.Pool {
 
 /** Turns a connection failure into the one-line error of CONTRACT.md §7, naming host and port. */
 export function unreachable(db: Database, err: unknown): DatabaseUnavailableError {
-  return new DatabaseUnavailableError(
-    `cannot connect to Postgres at ${db.where}: ${messageOf(err)} (is it running? check --database-url)`,
-    1,
-    { cause: err },
-  );
+  const state = (err as { code?: unknown } | null)?.code;
+  const msg = messageOf(err);
+  let fix = '(is it running? check --database-url)';
+  // SQLSTATEs of PostgreSQL docs Appendix A: 3D000 invalid_catalog_name, 28P01/28000 auth failures
+  if (state === '3D000')
+    fix =
+      '(the server runs, the database does not: create it with createdb, or fix the name in --database-url)';
+  else if (state === '28P01' || state === '28000' || /password must be a string|SASL/i.test(msg))
+    fix =
+      '(the server refused the credentials: give the password in PGPASSWORD or ~/.pgpass, or check the user in --database-url)';
+  return new DatabaseUnavailableError(`cannot connect to Postgres at ${db.where}: ${msg} ${fix}`, 1, {
+    cause: err,
+  });
 }
 
 /** Runs `fn` with a connected client from the pool; connection failures become {@link unreachable}. */

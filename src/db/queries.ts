@@ -33,9 +33,13 @@ export const CSV_COLUMNS = [...ENTRY_FIELDS, 'extra'] as const;
 /** `to_char` pattern of RFC 3339 UTC with microseconds, e.g. `2026-11-01T10:00:00.000000Z`. */
 const RFC3339_US = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 
-/** SQL for a timestamptz column as RFC 3339 UTC text with microseconds. */
+/**
+ * SQL for a timestamptz column as RFC 3339 UTC text with microseconds; `infinity` / `-infinity`
+ * (which Postgres stores, and `to_char` turns into NULL, making the whole JSON line NULL) as those
+ * words, so a forged row is shown as it is instead of breaking the output.
+ */
 function utcText(column: string): string {
-  return `to_char(${column} AT TIME ZONE 'UTC', ${RFC3339_US})`;
+  return `CASE WHEN isfinite(${column}) THEN to_char(${column} AT TIME ZONE 'UTC', ${RFC3339_US}) ELSE ${column}::text END`;
 }
 
 /** SQL for a text expression as a JSON value text (`null` for NULL). */
@@ -90,8 +94,16 @@ const CSV_SQL: Record<(typeof CSV_COLUMNS)[number], string> = {
 /** Sort order of CONTRACT.md §5. */
 export type Order = 'asc' | 'desc';
 
+/**
+ * The ORDER BY list. Columns are qualified with the table name on purpose: a bare name in ORDER BY
+ * that matches an output column means the output column (PostgreSQL docs, SELECT, "ORDER BY
+ * Clause"), and the selections output `id::text AS id` and `to_char(…) AS timestamp`, which sort as
+ * text ("1000" before "991"). A qualified name always means the input column.
+ */
 function orderBy(order: Order): string {
-  return order === 'asc' ? `"timestamp" ASC, id ASC` : `"timestamp" DESC, id DESC`;
+  return order === 'asc'
+    ? `audit_log."timestamp" ASC, audit_log.id ASC`
+    : `audit_log."timestamp" DESC, audit_log.id DESC`;
 }
 
 /** What a row of {@link selectEntries} and the tail queries holds: the JSON line and fields for people. */
@@ -198,7 +210,7 @@ export function entriesAfterQuery(filters: Filters, afterId: string, limit: numb
   const values: unknown[] = [afterId];
   const where = filterCondition(filters, paramBinder(values));
   return {
-    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY id LIMIT ${Math.trunc(limit)}`,
+    text: `SELECT ${ENTRY_ROW_COLUMNS} FROM audit_log WHERE id > $1::bigint AND ${where} ORDER BY audit_log.id LIMIT ${Math.trunc(limit)}`,
     values,
   };
 }
@@ -280,11 +292,30 @@ export interface StatsRow {
   p99_ms: number | null;
 }
 
+/** The `stats --sort` keys and the SQL they order by (each descending, NULLs last). */
+export const STATS_SORTS = {
+  count: 'count(*)',
+  errors: `count(*) FILTER (WHERE response_status <> 'success')`,
+  error_rate: `count(*) FILTER (WHERE response_status <> 'success')::float8 / count(*)`,
+  p50: 'percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)',
+  p95: 'percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)',
+  p99: 'percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)',
+} as const;
+
+/** A `stats --sort` key. */
+export type StatsSort = keyof typeof STATS_SORTS;
+
 /**
  * Count, errors (status other than `success`) and latency percentiles (`percentile_cont`, over the
- * entries with a latency) per group, largest count first, then by group.
+ * entries with a latency) per group, the largest `sort` value first (default count), then by count
+ * and group.
  */
-export async function statsBy(client: pg.ClientBase, filters: Filters, by: StatsGroup): Promise<StatsRow[]> {
+export async function statsBy(
+  client: pg.ClientBase,
+  filters: Filters,
+  by: StatsGroup,
+  sort: StatsSort = 'count',
+): Promise<StatsRow[]> {
   const params: unknown[] = [];
   const where = filterCondition(filters, paramBinder(params));
   const col = STATS_GROUPS[by];
@@ -302,7 +333,7 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
             percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
             percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99
        FROM audit_log WHERE ${where}
-      GROUP BY ${col} ORDER BY count(*) DESC, ${col} ASC NULLS LAST`,
+      GROUP BY ${col} ORDER BY ${STATS_SORTS[sort]} DESC NULLS LAST, count(*) DESC, ${col} ASC NULLS LAST`,
     params,
   );
   return res.rows.map((r) => {
@@ -318,4 +349,45 @@ export async function statsBy(client: pg.ClientBase, filters: Filters, by: Stats
       p99_ms: roundMs(r.p99),
     };
   });
+}
+
+/** One `audit_reject` row for `rejects` (CONTRACT.md §5). */
+export interface RejectRow {
+  /** bigint id as decimal text. */
+  id: string;
+  /** RFC 3339 UTC with microseconds. */
+  received_at: string;
+  source: string;
+  reason: string;
+  /** The line as received, byte for byte. */
+  raw: Buffer;
+}
+
+/** Options of {@link selectRejects}. */
+export interface RejectFilters {
+  /** Inclusive lower bound on received_at (RFC 3339 text). */
+  since?: string | undefined;
+  /** Exclusive upper bound on received_at. */
+  until?: string | undefined;
+  /** At most this many rows. */
+  limit: number;
+}
+
+/**
+ * The rejected lines, newest first (received_at, then id, both descending; served by
+ * audit_reject_received_at_idx).
+ */
+export async function selectRejects(client: pg.ClientBase, f: RejectFilters): Promise<RejectRow[]> {
+  const values: unknown[] = [];
+  const bind = paramBinder(values);
+  const parts: string[] = [];
+  if (f.since !== undefined) parts.push(`received_at >= ${bind(f.since)}::timestamptz`);
+  if (f.until !== undefined) parts.push(`received_at < ${bind(f.until)}::timestamptz`);
+  const res = await client.query<RejectRow>(
+    `SELECT id::text AS id, ${utcText('received_at')} AS received_at, source, reason, raw
+       FROM audit_reject WHERE ${parts.length === 0 ? 'TRUE' : parts.join(' AND ')}
+      ORDER BY audit_reject.received_at DESC, audit_reject.id DESC LIMIT ${Math.trunc(f.limit)}`,
+    values,
+  );
+  return res.rows;
 }

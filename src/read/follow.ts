@@ -53,6 +53,8 @@ export interface TailOptions {
   follow: boolean;
   /** Receives entries in the order to print: the first page oldest first, then in commit order. */
   onRows(rows: EntryRow[]): Promise<void> | void;
+  /** Called once the first page is out, with its number of entries (0: none matched). */
+  onFirstPage?: ((count: number) => void) | undefined;
   /** Stops following; the promise of {@link tailEntries} then resolves. */
   signal: AbortSignal;
   log: Logger;
@@ -182,6 +184,7 @@ export async function tailEntries(db: Database, opts: TailOptions): Promise<void
       await client.query('COMMIT');
     }
     if (first.length > 0) await opts.onRows(first);
+    opts.onFirstPage?.(first.length);
     if (!opts.follow) return;
 
     let lo = last0;

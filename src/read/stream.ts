@@ -41,38 +41,71 @@ export interface StreamOptions {
   onProgress?: ((rows: number) => void) | undefined;
 }
 
-/** Turns COPY text chunks into output text, one string per chunk. */
+/** What {@link formatChunks} counted. */
+interface ChunkCount {
+  rows: number;
+  /** More rows matched than the limit let through. */
+  more: boolean;
+}
+
+/**
+ * Turns COPY text chunks into output text, one string per chunk. Nothing is yielded before the
+ * COPY's first row or its end: a query that fails at the start leaves stdout empty (no lone `[`,
+ * no CSV header; issue 12). Rows past `limit` are counted as `more` and not written (the COPY asks
+ * for one row more than the limit, to know).
+ */
 async function* formatChunks(
   source: AsyncIterable<Buffer>,
   format: StreamFormat,
+  limit: number | undefined,
+  count: ChunkCount,
   progress: (rows: number) => void,
 ): AsyncGenerator<string> {
   const splitter = new CopyRowSplitter();
-  let rows = 0;
-  if (format === 'csv') yield stringify([[...CSV_COLUMNS]], CSV_OPTIONS);
-  if (format === 'json') yield '[';
+  let started = false;
+  const prefix = (): string => {
+    if (started) return '';
+    started = true;
+    return format === 'csv' ? stringify([[...CSV_COLUMNS]], CSV_OPTIONS) : format === 'json' ? '[' : '';
+  };
   for await (const chunk of source) {
-    const lines = splitter.push(chunk);
+    let lines = splitter.push(chunk);
     if (lines.length === 0) continue;
-    let out = '';
+    if (limit !== undefined && count.rows + lines.length > limit) {
+      count.more = true;
+      lines = lines.slice(0, Math.max(0, limit - count.rows));
+      if (lines.length === 0) continue;
+    }
+    let out = prefix();
     if (format === 'csv') {
-      out = stringify(lines.map(decodeCopyRow), CSV_OPTIONS);
+      out += stringify(lines.map(decodeCopyRow), CSV_OPTIONS);
     } else {
       for (const line of lines) {
         const json = decodeCopyValue(line) ?? 'null';
-        out += format === 'ndjson' ? `${json}\n` : `${rows === 0 && out === '' ? '\n' : ',\n'}${json}`;
+        out += format === 'ndjson' ? `${json}\n` : `${count.rows === 0 ? '\n' : ',\n'}${json}`;
+        count.rows++;
       }
     }
-    rows += lines.length;
-    progress(rows);
+    if (format === 'csv') count.rows += lines.length;
+    progress(count.rows);
     yield out;
   }
-  if (format === 'json') yield rows === 0 ? ']\n' : '\n]\n';
+  const head = prefix();
+  if (format === 'json') yield `${head}${count.rows === 0 ? ']\n' : '\n]\n'}`;
+  else if (head !== '') yield head;
+}
+
+/** What {@link streamEntries} wrote. */
+export interface StreamResult {
+  /** Entries written. */
+  rows: number;
+  /** More entries matched than `limit` let through (CONTRACT.md §5: search notes it on stderr). */
+  more: boolean;
 }
 
 /**
  * Streams every matching entry to the destinations.
- * @returns the number of entries written
+ * @returns the number of entries written and whether the limit cut the result
  * @throws {DatabaseUnavailableError} when Postgres cannot be reached; any stream error (e.g. EPIPE
  *   of a closed stdout) after the COPY has been cancelled
  */
@@ -81,19 +114,17 @@ export async function streamEntries(
   db: Database,
   log: Logger,
   opts: StreamOptions,
-): Promise<number> {
+): Promise<StreamResult> {
   const sql = entriesCopySql(opts.filters, opts.format === 'csv' ? 'csv' : 'ndjson', {
     order: opts.order,
-    limit: opts.limit,
+    limit: opts.limit === undefined ? undefined : opts.limit + 1,
   });
-  let count = 0;
-  const progress = (n: number) => {
-    count = n;
-    opts.onProgress?.(n);
-  };
+  const count: ChunkCount = { rows: 0, more: false };
   await copyOut(pool, db, log, sql, async (stream) => {
-    const text = Readable.from(formatChunks(stream, opts.format, progress));
+    const text = Readable.from(
+      formatChunks(stream, opts.format, opts.limit, count, (n) => opts.onProgress?.(n)),
+    );
     await pipeline([text, ...opts.destinations], { end: opts.end });
   });
-  return count;
+  return { rows: count.rows, more: count.more };
 }

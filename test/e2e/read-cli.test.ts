@@ -41,7 +41,7 @@ const ndjsonIds = (out: string) =>
 
 async function sqlIds(where: string, order = 'DESC'): Promise<string[]> {
   const res = await t.query<{ id: string }>(
-    `SELECT id::text AS id FROM audit_log WHERE ${where} ORDER BY "timestamp" ${order}, id ${order}`,
+    `SELECT id::text AS id FROM audit_log WHERE ${where} ORDER BY audit_log."timestamp" ${order}, audit_log.id ${order}`,
   );
   return res.rows.map((r) => r.id);
 }
@@ -179,7 +179,18 @@ describe('export', () => {
     const cmd = `${[process.execPath, join(process.cwd(), 'bin', 'audit-gateway'), 'export', '--output', out, ...db].map(shq).join(' ')}`;
     const r = await runCommand('script', ['-qfec', cmd, '/dev/null']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/4,012 rows +[\d,]+ rows\/s +[\d.]+ s/);
+    // the last progress line is erased before the summary, so nothing is glued to it
+    expect(r.stdout).toMatch(
+      /\r\u001b\[Kaudit-gateway: exported 4,012 entries to .*p\.ndjson in [\d.]+ s\r?\n$/,
+    );
+    // --no-progress: the summary alone is gone too
+    const quiet = await runCommand('script', ['-qfec', `${cmd} --no-progress`, '/dev/null']);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stdout).toBe('');
+    // the data on the terminal itself: no progress line among them
+    const toTty = `${[process.execPath, join(process.cwd(), 'bin', 'audit-gateway'), 'export', '--subject', 'alice', ...db].map(shq).join(' ')}`;
+    const mixed = await runCommand('script', ['-qfec', toTty, '/dev/null']);
+    expect(mixed.stdout).not.toMatch(/rows\/s|\u001b\[K/);
   });
 
   it('| head -n 1 on a large export exits quietly, and leaves no COPY running', async () => {
@@ -209,8 +220,16 @@ describe('terminal behaviour', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(ANSI);
       const lines = stripAnsi(r.stdout).trimEnd().split('\n');
-      expect(lines[0]).toMatch(/^┌/);
-      expect(lines.length).toBe(30 + 4);
+      // the table, then (stderr on the same terminal) the note that --limit cut the result
+      expect(lines.pop()).toMatch(/more entries match than the 30 shown/);
+      if (columns === 80) {
+        // nine columns do not fit 80: one block per entry, like psql's \x
+        expect(lines[0]).toMatch(/^-\[ RECORD 1 \]-+$/);
+        expect(lines.filter((l) => /^-\[ RECORD \d+ \]/.test(l))).toHaveLength(30);
+      } else {
+        expect(lines[0]).toMatch(/^┌/);
+        expect(lines.length).toBe(30 + 4);
+      }
       for (const l of lines) expect([...l].length, l).toBeLessThanOrEqual(columns);
     }
     const pipe = await run(['search', '--limit', '3', ...db]);

@@ -111,7 +111,7 @@ async function streamText(
       cb();
     },
   });
-  const rows = await streamEntries(t.pool, t.db, silentLogger(), {
+  const { rows } = await streamEntries(t.pool, t.db, silentLogger(), {
     filters,
     format,
     order,
@@ -381,7 +381,7 @@ describe('CSV', () => {
               client_subject, client_role, tool_name, backend_name, request_args::text, response_status,
               error_message, latency_ms::text, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               extra::text
-         FROM audit_log ORDER BY "timestamp", id`,
+         FROM audit_log ORDER BY audit_log."timestamp", audit_log.id`,
     });
     const want = dump.rows;
     expect(body).toEqual(want);

@@ -1,19 +1,19 @@
 /** `audit-gateway export` (CONTRACT.md §5): every matching entry, oldest first, streamed. */
-import { createWriteStream } from 'node:fs';
-import { unlink } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import type { Command } from 'commander';
 import { createPool } from '../../db/connect.js';
-import { AuditGatewayError, messageOf } from '../../errors.js';
 import { streamEntries } from '../../read/stream.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
+import { openWholeFile, type WholeFile } from '../files.js';
 import { guardStdout, isOutputClosed, progressLine } from '../output.js';
 import { addFilterOptions, choiceOption, type FilterOptions, filtersOf, TIME_HELP } from '../readOptions.js';
 
 interface ExportOptions extends CommonOptions, FilterOptions {
   format: string;
   output?: string;
+  /** false with --no-progress. */
+  progress?: boolean;
 }
 
 /** Registers `export`. */
@@ -24,12 +24,18 @@ export function registerExport(program: Command): void {
       'stream every matching entry, oldest first, as NDJSON or CSV (COPY TO STDOUT, constant memory)',
     )
     .option('--format <format>', 'ndjson or csv', 'ndjson')
-    .option('--output <file>', 'write to FILE instead of stdout (gzip-compressed when FILE ends in .gz)');
+    .option(
+      '--output <file>',
+      'write to FILE instead of stdout (gzip-compressed when FILE ends in .gz); whole or not at all, mode 0600',
+    )
+    .option('--no-progress', 'no progress line on stderr');
   addFilterOptions(cmd).addHelpText(
     'after',
     `${TIME_HELP}
 
-A progress line (rows, rows/s, elapsed) goes to stderr when stderr is a terminal.
+A progress line (rows, rows/s, elapsed) goes to stderr when stderr is a terminal and the data do
+not go to that terminal (--no-progress: never). --output FILE is written beside FILE and renamed
+into place on success (mode 0600): a failed run leaves an existing FILE as it was.
 NDJSON export is what replay reads back: audit-gateway replay FILE.
 
 Examples:
@@ -40,37 +46,44 @@ Examples:
   addCommonOptions(cmd).action(async (opts: ExportOptions) => {
     const format = choiceOption('--format', opts.format, ['ndjson', 'csv'] as const);
     const filters = filtersOf(opts);
-    const file = opts.output !== undefined && opts.output !== '-' ? opts.output : undefined;
+    // '-' and /dev/stdout are stdout itself (opening /dev/stdout fails when it is a socket)
+    const file =
+      opts.output !== undefined && opts.output !== '-' && opts.output !== '/dev/stdout'
+        ? opts.output
+        : undefined;
     guardStdout();
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
-    const progress = progressLine();
+    // the progress line never shares a terminal with the data it counts
+    const progress = progressLine(
+      opts.progress !== false &&
+        process.stderr.isTTY === true &&
+        (file !== undefined || !process.stdout.isTTY),
+    );
     let destinations: [Writable, ...Writable[]] = [process.stdout];
-    if (file !== undefined) {
-      const out = createWriteStream(file, { flags: 'w' });
-      await new Promise<void>((resolve, reject) => {
-        out.once('open', () => resolve());
-        out.once('error', (err) =>
-          reject(new AuditGatewayError(`--output: cannot write '${file}': ${messageOf(err)}`)),
-        );
-      });
-      destinations = file.endsWith('.gz') ? [createGzip(), out] : [out];
-    }
+    let target: WholeFile | undefined;
     try {
-      const rows = await streamEntries(pool, db, log, {
+      if (file !== undefined) {
+        target = await openWholeFile(file);
+        destinations = file.endsWith('.gz') ? [createGzip(), target.stream] : [target.stream];
+      }
+      const { rows } = await streamEntries(pool, db, log, {
         filters,
         format,
         order: 'asc',
         destinations,
-        end: file !== undefined,
+        end: target !== undefined,
         onProgress: (n) => progress.update(n),
       });
-      progress.done(rows);
+      await target?.commit();
+      progress.done(rows, file === undefined ? '' : ` to ${file}`);
+      if (rows === 0) process.stderr.write('audit-gateway: no entries match\n');
     } catch (err) {
-      if (file !== undefined) {
+      progress.clear();
+      if (target !== undefined) {
         for (const d of destinations) d.destroy();
-        await unlink(file).catch(() => {});
+        await target.abort();
       }
       if (!isOutputClosed(err)) throw err;
     } finally {

@@ -28,7 +28,10 @@ export function registerSearch(program: Command): void {
     .description('find entries by filters; newest first, as a table on a terminal and NDJSON into a pipe')
     .option('--limit <n>', 'at most N entries', '100')
     .option('--order <order>', 'desc (newest first) or asc', 'desc')
-    .option('--output <format>', 'table, json, ndjson or csv (default: table on a terminal, else ndjson)');
+    .option(
+      '--output <format>',
+      'table, vertical (one block per entry), json, ndjson or csv (default: table on a terminal, else ndjson)',
+    );
   addFilterOptions(cmd).addHelpText(
     'after',
     `${TIME_HELP}
@@ -47,6 +50,7 @@ Examples:
     const order = choiceOption('--order', opts.order, ['desc', 'asc'] as const);
     const output = choiceOption('--output', opts.output ?? (process.stdout.isTTY ? 'table' : 'ndjson'), [
       'table',
+      'vertical',
       'json',
       'ndjson',
       'csv',
@@ -57,18 +61,36 @@ Examples:
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
     try {
-      if (output === 'table') {
-        const rows = await withClient(pool, db, (c) => selectEntries(c, filters, { order, limit }));
-        await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160));
+      let shown: number;
+      let more: boolean;
+      if (output === 'table' || output === 'vertical') {
+        const rows = await withClient(pool, db, (c) =>
+          selectEntries(c, filters, { order, limit: limit + 1 }),
+        );
+        more = rows.length > limit;
+        if (more) rows.length = limit;
+        shown = rows.length;
+        const layout = output === 'vertical' ? 'vertical' : 'auto';
+        if (rows.length > 0) {
+          await writeOut(renderEntriesTable(rows, chalkFor(opts), terminalColumns() ?? 160, layout));
+        }
       } else {
-        await streamEntries(pool, db, log, {
+        ({ rows: shown, more } = await streamEntries(pool, db, log, {
           filters,
           format: output,
           order,
           limit,
           destinations: [process.stdout],
           end: false,
-        });
+        }));
+      }
+      // CONTRACT.md §5: stdout stays the data; the note goes to stderr.
+      if (more) {
+        process.stderr.write(
+          `audit-gateway: more entries match than the ${shown} shown (--limit ${limit}); raise --limit, narrow the filters, or use export for all\n`,
+        );
+      } else if (shown === 0) {
+        process.stderr.write('audit-gateway: no entries match\n');
       }
     } catch (err) {
       if (!isOutputClosed(err)) throw err;

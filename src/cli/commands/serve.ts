@@ -15,6 +15,7 @@ import { takePidFile } from '../../util/pidFile.js';
 import { ensurePrivateDir } from '../../util/privateFiles.js';
 import {
   addCommonOptions,
+  announceDatabase,
   type CommonOptions,
   intAtLeast,
   loggerOf,
@@ -314,6 +315,7 @@ Examples:
     const unlock = await lockDataDir(opts.dataDir, log);
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
+    let forgetDatabase = async () => {};
     let unwritten = 0;
     try {
       await withClient(pool, db, async (client) => {
@@ -323,6 +325,8 @@ Examples:
         const ran = await migrate(client, 'up', log);
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
+      // once the database answered: name it in the log and record it for the read commands
+      forgetDatabase = await announceDatabase(opts, db, log);
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
       const spool = await Spool.open(
         {
@@ -394,6 +398,7 @@ Examples:
       // A client held by a write that Postgres never answers would make pool.end() wait forever.
       await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
+      await forgetDatabase();
       await unlock();
       exitIfStuck(300);
     }

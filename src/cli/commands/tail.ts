@@ -53,6 +53,13 @@ Examples:
         follow: opts.follow,
         signal: stop.signal,
         log,
+        onFirstPage: (n) => {
+          if (n === 0 && initial > 0) {
+            process.stderr.write(
+              `audit-gateway: no entries match${opts.follow ? ' yet; following new ones (Ctrl-C to stop)' : ''}\n`,
+            );
+          }
+        },
         onRows: (rows) =>
           writeOut(output === 'json' ? rows.map((r) => `${r.line}\n`).join('') : formatter.format(rows)),
       });
