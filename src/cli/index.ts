@@ -12,6 +12,7 @@ import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
+import { registerVerify } from './commands/verify.js';
 import { guardStdout } from './output.js';
 
 function version(): string {
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerStats(program);
   registerReplay(program);
+  registerVerify(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
@@ -64,7 +66,7 @@ export async function runCli(argv: string[]): Promise<number> {
       return EXIT.USAGE;
     }
     if (err instanceof AuditGatewayError) {
-      process.stderr.write(`audit-gateway: ${err.message}\n`);
+      if (err.message !== '') process.stderr.write(`audit-gateway: ${err.message}\n`);
       if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
       return err.exitCode;
     }
