@@ -1,5 +1,6 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
@@ -7,6 +8,7 @@ import { isAlive } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
+import { Checkpointer, defaultWriterId, loadSigningKey } from '../../ingest/checkpoints.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
@@ -29,6 +31,10 @@ interface ServeOptions extends CommonOptions {
   spoolDir?: string;
   maxSpoolBytes: number;
   metricsListen?: { host: string; port: number };
+  writerId?: string;
+  signingKey?: string;
+  checkpointInterval: number;
+  checkpointFile?: string;
 }
 
 /** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
@@ -66,6 +72,14 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   }
   await writeFile(file, `${process.pid}\n`);
   return () => unlink(file).catch(() => {});
+}
+
+/** Parses `--writer-id`: 1 to 200 of A-Z a-z 0-9 . _ : @ / + = - (it is a chain id, CONTRACT.md §9). */
+export function parseWriterId(value: string): string {
+  if (!/^[A-Za-z0-9._:@/+=-]{1,200}$/.test(value)) {
+    throw new InvalidArgumentError('expected 1 to 200 of A-Z a-z 0-9 . _ : @ / + = -');
+  }
+  return value;
 }
 
 /** Registers `serve`. */
@@ -166,6 +180,35 @@ export function registerServe(program: Command): void {
         .env(env('METRICS_LISTEN'))
         .argParser(parseListen),
     )
+    .addOption(
+      new Option(
+        '--writer-id <id>',
+        "this daemon's hash chain (default: the host and a hash of the data dir)",
+      )
+        .env(env('WRITER_ID'))
+        .argParser(parseWriterId),
+    )
+    .addOption(
+      new Option(
+        '--signing-key <file>',
+        'Ed25519 key (PEM) for checkpoints (default: <data dir>/signing-key, made at first start)',
+      ).env(env('SIGNING_KEY')),
+    )
+    .addOption(
+      new Option(
+        '--checkpoint-interval <duration>',
+        'sign a checkpoint this often when something was committed',
+      )
+        .env(env('CHECKPOINT_INTERVAL'))
+        .default(60_000, '60s')
+        .argParser(parseDurationMs),
+    )
+    .addOption(
+      new Option(
+        '--checkpoint-file <file>',
+        'append each checkpoint here too (default: <data dir>/checkpoints.log)',
+      ).env(env('CHECKPOINT_FILE')),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -199,7 +242,23 @@ Examples:
         const ran = await migrate(client, 'up', log);
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
-      const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
+      const writerId = opts.writerId ?? defaultWriterId(hostname(), opts.dataDir);
+      const signing = await loadSigningKey(opts.signingKey, opts.dataDir).catch((err: Error) => {
+        throw new AuditGatewayError(err.message);
+      });
+      log.info(
+        { writer_id: writerId, public_key: signing.publicKey, key_file: signing.file, made: signing.made },
+        signing.made
+          ? 'made a checkpoint signing key; keep its .pub outside this host'
+          : 'checkpoint signing key',
+      );
+      const checkpointer = new Checkpointer(pool, log, {
+        writerId,
+        key: signing.key,
+        file: opts.checkpointFile ?? join(opts.dataDir, 'checkpoints.log'),
+        intervalMs: opts.checkpointInterval,
+      });
+      const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows, chainId: writerId });
       const spool = await Spool.open(
         { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
         log,
@@ -251,8 +310,10 @@ Examples:
       );
       try {
         await running.start();
+        checkpointer.start();
         await stopSignal;
         unwritten = (await running.stop()).unwritten;
+        await checkpointer.stop();
       } finally {
         detach();
         metricsServer?.close();
