@@ -47,7 +47,7 @@ export function leafSql(a: string): string {
 
 /**
  * SQL for the canonical texts of the row aliased `a`, in CANONICAL_COLUMNS order (for verifying
- * in Node without trusting Postgres's sha256, and for `export --proofs`).
+ * in Node without trusting Postgres's sha256, and for `export --proofs`), named c0 … c12.
  */
 export function canonicalColumnsSql(a: string): string {
   return [
@@ -64,7 +64,9 @@ export function canonicalColumnsSql(a: string): string {
     `${a}.latency_ms::text`,
     `${micros(`${a}.received_at`)}::text`,
     `${a}.extra::text`,
-  ].join(', ');
+  ]
+    .map((e, i) => `${e} AS c${i}`)
+    .join(', ');
 }
 
 /**
