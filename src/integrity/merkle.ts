@@ -89,6 +89,35 @@ export function merkleRoot(leaves: readonly Buffer[]): Buffer {
   return level[0]!;
 }
 
+/**
+ * Every level of the tree, leaves first, root last, built as {@link merkleRoot} does (a last odd
+ * node is carried up unchanged): the same tree as RFC 9162's split rule. For many audit paths of
+ * one batch ({@link pathFromLevels}) at the cost of one root.
+ */
+export function treeLevels(leaves: readonly Buffer[]): Buffer[][] {
+  const levels: Buffer[][] = [leaves.slice()];
+  while (levels[levels.length - 1]!.length > 1) {
+    const level = levels[levels.length - 1]!;
+    const next: Buffer[] = [];
+    for (let i = 0; i + 1 < level.length; i += 2) next.push(nodeHash(level[i]!, level[i + 1]!));
+    if (level.length % 2 === 1) next.push(level[level.length - 1]!);
+    levels.push(next);
+  }
+  return levels;
+}
+
+/** The audit path of leaf `m` from {@link treeLevels}: equal to {@link auditPath}(m, leaves). */
+export function pathFromLevels(levels: readonly Buffer[][], m: number): Buffer[] {
+  const path: Buffer[] = [];
+  let i = m;
+  for (let l = 0; l < levels.length - 1; l++) {
+    const sibling = i ^ 1;
+    if (sibling < levels[l]!.length) path.push(levels[l]![sibling]!);
+    i >>= 1;
+  }
+  return path;
+}
+
 /** The Merkle tree hash by the RFC's recursive definition (reference for tests). */
 export function merkleRootRecursive(leaves: readonly Buffer[]): Buffer {
   if (leaves.length === 0) return createHash('sha256').digest();

@@ -23,6 +23,8 @@ import {
   merkleRoot,
   merkleRootRecursive,
   parseIdRanges,
+  pathFromLevels,
+  treeLevels,
   verifyAuditPath,
 } from '../../src/integrity/merkle.js';
 

@@ -5,7 +5,7 @@ import type { Writable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import type { Command } from 'commander';
 import { createPool } from '../../db/connect.js';
-import { AuditGatewayError, messageOf } from '../../errors.js';
+import { AuditGatewayError, messageOf, UsageError } from '../../errors.js';
 import { streamEntries } from '../../read/stream.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
 import { guardStdout, isOutputClosed, progressLine } from '../output.js';
@@ -14,6 +14,7 @@ import { addFilterOptions, choiceOption, type FilterOptions, filtersOf, TIME_HEL
 interface ExportOptions extends CommonOptions, FilterOptions {
   format: string;
   output?: string;
+  proofs?: boolean;
 }
 
 /** Registers `export`. */
@@ -24,7 +25,11 @@ export function registerExport(program: Command): void {
       'stream every matching entry, oldest first, as NDJSON or CSV (COPY TO STDOUT, constant memory)',
     )
     .option('--format <format>', 'ndjson or csv', 'ndjson')
-    .option('--output <file>', 'write to FILE instead of stdout (gzip-compressed when FILE ends in .gz)');
+    .option('--output <file>', 'write to FILE instead of stdout (gzip-compressed when FILE ends in .gz)')
+    .option(
+      '--proofs',
+      'NDJSON with a _proof per entry, checkable alone: verify --export FILE --public-key KEY',
+    );
   addFilterOptions(cmd).addHelpText(
     'after',
     `${TIME_HELP}
@@ -57,7 +62,20 @@ Examples:
       });
       destinations = file.endsWith('.gz') ? [createGzip(), out] : [out];
     }
+    if (opts.proofs && format !== 'ndjson')
+      throw new UsageError('export: --proofs goes with --format ndjson');
     try {
+      if (opts.proofs) {
+        const { exportWithProofs } = await import('../../read/proofs.js');
+        const n = await exportWithProofs(pool, db, log, {
+          filters,
+          destinations,
+          end: file !== undefined,
+          onProgress: (k) => progress.update(k),
+        });
+        progress.done(n);
+        return;
+      }
       const rows = await streamEntries(pool, db, log, {
         filters,
         format,

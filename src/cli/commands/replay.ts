@@ -90,7 +90,7 @@ Examples:
           {
             parse: {
               redactKeys: parseRedactKeys(opts.redactKeys),
-              ignoreFields: new Set(['id', 'received_at']),
+              ignoreFields: new Set(['id', 'received_at', '_proof']), // _proof: export --proofs
             },
             maxLineBytes: opts.maxLineBytes,
             batchSize: opts.batchSize,

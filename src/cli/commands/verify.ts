@@ -13,6 +13,7 @@ interface VerifyOptions extends CommonOptions {
   checkpoints?: string;
   cursor?: string;
   full?: boolean;
+  export?: string;
   output?: string;
 }
 
@@ -53,6 +54,7 @@ export function registerVerify(program: Command): void {
     .option('--checkpoints <file>', 'a copy of the checkpoint file kept outside the database')
     .option('--cursor <file>', 'incremental: check only what is newer than this file says, then update it')
     .option('--full', 'with --cursor: check everything, then update the cursor')
+    .option('--export <file>', 'check an `export --proofs` file instead of the database (needs --public-key)')
     .option('--output <format>', 'text or json', 'text')
     .addHelpText(
       'after',
@@ -62,7 +64,8 @@ Exit codes: 0 intact; 3 a fault was found (each is printed, naming chain, batch 
 
 Examples:
   $ audit-gateway verify --public-key /secure/signing-key.pub --checkpoints /secure/checkpoints.log
-  $ audit-gateway verify --cursor ~/.audit-verify.cursor   # daily: only what is new`,
+  $ audit-gateway verify --cursor ~/.audit-verify.cursor   # daily: only what is new
+  $ audit-gateway verify --export alice.ndjson --public-key signing-key.pub`,
     );
   addCommonOptions(cmd).action(async (opts: VerifyOptions) => {
     const output = choiceOption('--output', opts.output ?? 'text', ['text', 'json'] as const);
@@ -76,6 +79,26 @@ Examples:
           `--public-key ${f}: not an Ed25519 public key (${(err as Error).message})`,
         );
       }
+    }
+    if (opts.export !== undefined) {
+      if (keys.length === 0) {
+        throw new AuditGatewayError(
+          'verify --export: give --public-key FILE, the key you kept outside the database',
+          2,
+        );
+      }
+      let text = await readOrFail(opts.export, '--export');
+      if (text.startsWith('\x1f\x8b') || opts.export.endsWith('.gz')) {
+        const { gunzipSync } = await import('node:zlib');
+        text = gunzipSync(await readFile(opts.export)).toString('utf8');
+      }
+      const { verifyExport } = await import('../../read/verifyExport.js');
+      const r = verifyExport(text, keys);
+      process.stdout.write(
+        output === 'json' ? `${JSON.stringify({ ...r, cursor: undefined }, null, 2)}\n` : renderVerifyText(r),
+      );
+      if (!r.ok) throw new FaultsFound();
+      return;
     }
     const checkpointLines = opts.checkpoints
       ? (await readOrFail(opts.checkpoints, '--checkpoints')).split('\n')
