@@ -77,8 +77,11 @@ describe('Merkle tree (RFC 6962 / 9162)', () => {
           const ls = data.map((d) => leafHash(Buffer.from(d)));
           const root = merkleRoot(ls);
           expect(root.equals(merkleRootRecursive(ls))).toBe(true);
+          const levels = treeLevels(ls);
           for (let m = 0; m < ls.length; m++) {
-            expect(verifyAuditPath(ls[m]!, m, ls.length, auditPath(m, ls), root)).toBe(true);
+            const p = auditPath(m, ls);
+            expect(verifyAuditPath(ls[m]!, m, ls.length, p, root)).toBe(true);
+            expect(pathFromLevels(levels, m).map(hex)).toEqual(p.map(hex));
           }
           const m = pick % ls.length;
           const path = auditPath(m, ls);
