@@ -10,7 +10,7 @@
  * 32-byte leaves of its own rows, builds the Merkle root and stores leaves and root in the record.
  */
 import type pg from 'pg';
-import { type BatchRecord, batchHash, formatIdRanges, merkleRoot } from '../integrity/merkle.js';
+import { type BatchRecord, batchHash, formatIdRanges, HASH_BYTES, merkleRoot } from '../integrity/merkle.js';
 
 /** Microseconds since the epoch of a timestamptz expression, as text (exact: numeric in PG ≥ 14). */
 function micros(expr: string): string {
@@ -71,13 +71,18 @@ export function canonicalColumnsSql(a: string): string {
 
 /**
  * The leaves of this transaction's own rows with ids above `$1` (the sequence's last value before
- * the transaction wrote; `$2` the sequence): other sessions' rows in that id range are skipped by
- * their `xmin`. Only valid without savepoints (rows of a subtransaction carry its own xid).
+ * the transaction wrote; `$2` the sequence), in one row: the leaves concatenated in id order, the
+ * count, the lowest and highest id, and the ids themselves only when they are not one contiguous
+ * range (another session drew ids meanwhile). Other sessions' rows in that id range are skipped
+ * by their `xmin`. Only valid without savepoints (rows of a subtransaction carry its own xid).
  */
-export const OWN_LEAVES_SQL = `SELECT a.id::text AS id, ${leafSql('a')} AS leaf
-  FROM audit_log a
- WHERE a.id > $1::bigint AND a.id <= currval($2) AND a.xmin = pg_current_xact_id()::xid
- ORDER BY a.id`;
+export const OWN_LEAVES_SQL = `SELECT string_agg(leaf, ''::bytea ORDER BY id) AS leaves, count(*)::int AS n,
+       min(id)::text AS first, max(id)::text AS last,
+       CASE WHEN max(id) - min(id) + 1 = count(*) THEN NULL
+            ELSE string_agg(id::text, ',' ORDER BY id) END AS ids
+  FROM (SELECT a.id, ${leafSql('a')} AS leaf
+          FROM audit_log a
+         WHERE a.id > $1::bigint AND a.id <= currval($2) AND a.xmin = pg_current_xact_id()::xid) own`;
 
 /** The sequence's last drawn value (every id drawn later is higher), as text. */
 export function idFloorSql(sequence: string): string {
@@ -138,29 +143,40 @@ export async function appendBatch(
   channel: string,
   beforeAppend: () => Promise<void>,
 ): Promise<AppendedBatch | null> {
-  const r = await client.query<{ id: string; leaf: Buffer }>(OWN_LEAVES_SQL, [floor, sequence]);
+  const r = await client.query<{
+    leaves: Buffer | null;
+    n: number;
+    first: string;
+    last: string;
+    ids: string | null;
+  }>(OWN_LEAVES_SQL, [floor, sequence]);
   await beforeAppend();
-  if (r.rows.length === 0) return null;
-  const leaves = r.rows.map((x) => x.leaf);
-  const ids = r.rows.map((x) => BigInt(x.id));
+  const own = r.rows[0];
+  if (!own || own.n === 0 || own.leaves === null) return null;
+  const leaves: Buffer[] = [];
+  for (let i = 0; i < own.n; i++) leaves.push(own.leaves.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES));
   const root = merkleRoot(leaves);
-  const first = r.rows[0]!.id;
-  const last = r.rows[r.rows.length - 1]!.id;
+  const ids =
+    own.ids === null
+      ? own.first === own.last
+        ? own.first
+        : `${own.first}-${own.last}`
+      : formatIdRanges(own.ids.split(',').map(BigInt));
   const a = await client.query<{ seq: string; hash: Buffer; moved: number }>(APPEND_SQL, [
     chainId,
-    leaves.length,
+    own.n,
     root,
-    formatIdRanges(ids),
-    first,
-    last,
-    Buffer.concat(leaves),
+    ids,
+    own.first,
+    own.last,
+    own.leaves,
     channel,
-    last,
+    own.last,
   ]);
   if (a.rows.length !== 1 || a.rows[0]!.moved !== 1) {
     throw new ChainBroken(`chain ${chainId}: its head row is missing; run 'audit-gateway migrate'`);
   }
-  return { seq: BigInt(a.rows[0]!.seq), hash: a.rows[0]!.hash, maxId: last };
+  return { seq: BigInt(a.rows[0]!.seq), hash: a.rows[0]!.hash, maxId: own.last };
 }
 
 /** A batch record as read back from `audit_batch`. */

@@ -9,7 +9,7 @@
  * two smaller than n, MTH(D[n]) = SHA-256(0x01 ‖ MTH(D[0:k]) ‖ MTH(D[k:n])). Audit paths follow
  * RFC 9162 §2.1.3.1 and are checked with the algorithm of §2.1.3.2.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 /** Bytes of a SHA-256 hash. */
 export const HASH_BYTES = 32;
@@ -59,11 +59,17 @@ export function leafHash(bytes: Buffer): Buffer {
 }
 
 const LEAF_PREFIX = Buffer.from([0]);
-const NODE_PREFIX = Buffer.from([1]);
 
-/** SHA-256(0x01 ‖ left ‖ right): an interior node (RFC 9162 §2.1.1). */
+/**
+ * SHA-256(0x01 ‖ left ‖ right): an interior node (RFC 9162 §2.1.1). One-shot `crypto.hash`: about
+ * twice as fast as createHash for 65 bytes, and a batch of n rows hashes n − 1 nodes.
+ */
 export function nodeHash(left: Buffer, right: Buffer): Buffer {
-  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  const input = Buffer.allocUnsafe(1 + left.length + right.length);
+  input[0] = 1;
+  left.copy(input, 1);
+  right.copy(input, 1 + left.length);
+  return hash('sha256', input, 'buffer') as Buffer;
 }
 
 /** The largest power of two smaller than n (n ≥ 2). */

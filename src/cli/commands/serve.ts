@@ -35,6 +35,7 @@ interface ServeOptions extends CommonOptions {
   signingKey?: string;
   checkpointInterval: number;
   checkpointFile?: string;
+  chains: boolean;
 }
 
 /** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
@@ -209,6 +210,9 @@ export function registerServe(program: Command): void {
         'append each checkpoint here too (default: <data dir>/checkpoints.log)',
       ).env(env('CHECKPOINT_FILE')),
     )
+    .addOption(
+      new Option('--no-chains', 'benchmark reference only: commit batches without chain records').hideHelp(),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -258,7 +262,11 @@ Examples:
         file: opts.checkpointFile ?? join(opts.dataDir, 'checkpoints.log'),
         intervalMs: opts.checkpointInterval,
       });
-      const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows, chainId: writerId });
+      if (!opts.chains) log.warn('--no-chains: batches get no chain record; verify will report their rows');
+      const writer = new BatchWriter(pool, log, {
+        copyMinRows: opts.copyMinRows,
+        chainId: opts.chains ? writerId : undefined,
+      });
       const spool = await Spool.open(
         { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
         log,

@@ -119,7 +119,9 @@ Examples:
     }
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
-    const pool = createPool(db, log, 2);
+    // The row scan sorts by id after a parallel scan (each worker hashing its share): in memory,
+    // not in temp files.
+    const pool = createPool({ ...db, config: { ...db.config, options: '-c work_mem=64MB' } }, log, 2);
     let report: VerifyReport;
     try {
       const tty = process.stderr.isTTY;
