@@ -128,12 +128,30 @@ export class Checkpointer {
     this.timer.unref();
   }
 
-  /** Stops the timer and signs a last checkpoint (errors are logged, never thrown). */
-  async stop(): Promise<void> {
+  /** Stops the timer without a last checkpoint. */
+  cancel(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    await this.running;
-    await this.checkpoint(true);
+  }
+
+  /**
+   * Stops the timer and signs a last checkpoint (errors are logged, never thrown). Waits at most
+   * `timeoutMs`: a Postgres that does not answer must not hold up the shutdown of §4 (the entries
+   * are already written or spooled; the next start signs the heads again).
+   */
+  async stop(timeoutMs = 2000): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), timeoutMs);
+      timer.unref();
+    });
+    const done = this.running.then(() => this.checkpoint(true)).then(() => 'done' as const);
+    const r = await Promise.race([done, late]);
+    clearTimeout(timer);
+    if (r === 'late')
+      this.log.warn({ timeout_ms: timeoutMs }, 'no checkpoint at shutdown: Postgres did not answer in time');
   }
 
   /**

@@ -429,3 +429,59 @@ describe('the canonical form is what Postgres hashes', () => {
     expect((await verify()).faults).toEqual([]);
   });
 });
+
+describe('verify --since/--until', () => {
+  it('checks the rows of the batches committed in the window; chains whole', async () => {
+    const w = new BatchWriter(t.pool, silentLogger(), { chainId: 'window' });
+    await w.write(entries('babe0001', 30), []);
+    const between = new Date(Date.now() + 1).toISOString();
+    await new Promise((r) => setTimeout(r, 20));
+    await w.write(entries('babe0002', 30), []);
+    const ids = async (p: string) =>
+      (
+        await t.query<{ id: string }>(
+          `SELECT id::text FROM audit_log WHERE request_id::text LIKE $1 ORDER BY audit_log.id`,
+          [`${p}%`],
+        )
+      ).rows.map((r) => r.id);
+    const early = await ids('babe0001');
+    const late = await ids('babe0002');
+    await superuser(`UPDATE audit_log SET tool_name = 'x' WHERE id IN (${early[3]}, ${late[4]})`);
+    const lateOnly = await verify({ since: between });
+    expect(lateOnly.faults.filter((f) => f.kind === 'row_changed').map((f) => f.rowId)).toEqual([late[4]]);
+    expect(lateOnly.rows).toBe(30);
+    expect(lateOnly.cursor).toBeNull();
+    const earlyOnly = await verify({ until: between });
+    expect(earlyOnly.faults.filter((f) => f.kind === 'row_changed').map((f) => f.rowId)).toContain(early[3]);
+    expect(earlyOnly.faults.filter((f) => f.kind === 'row_changed').map((f) => f.rowId)).not.toContain(
+      late[4],
+    );
+    const future = await verify({ since: new Date(Date.now() + 3_600_000).toISOString() });
+    expect(future.rows).toBe(0);
+    await superuser(
+      `DELETE FROM audit_batch WHERE chain_id = 'window'; DELETE FROM audit_chain WHERE chain_id = 'window'; DELETE FROM audit_log WHERE id IN (${[...early, ...late].join(',')})`,
+    );
+  });
+});
+
+describe('a copy of the database', () => {
+  it('restored from pg_dump verifies like the original', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const original = await verify();
+    expect(original.faults).toEqual([]);
+    const copy = await createTestDatabase('chain_copy', { migrated: false });
+    try {
+      const dump = execFileSync('pg_dump', ['--no-owner', '--dbname', t.url], { maxBuffer: 1 << 28 });
+      execFileSync('psql', ['-q', '-v', 'ON_ERROR_STOP=1', '--dbname', copy.url], {
+        input: dump,
+        stdio: ['pipe', 'ignore', 'pipe'],
+      });
+      const r = await verifyDatabase(copy.pool, copy.db, silentLogger());
+      expect(r.faults).toEqual([]);
+      expect(r.rows).toBe(original.rows);
+      expect(r.batches).toBe(original.batches);
+    } finally {
+      await copy.drop();
+    }
+  });
+});

@@ -311,17 +311,25 @@ Examples:
         stopRequested = r;
       });
       const running = daemon;
+      let forced = false;
       const detach = onStopSignals(
         log,
         () => stopRequested(),
-        () => running.force(),
+        () => {
+          forced = true;
+          running.force();
+        },
       );
       try {
         await running.start();
         checkpointer.start();
         await stopSignal;
+        const stopAt = Date.now();
         unwritten = (await running.stop()).unwritten;
-        await checkpointer.stop();
+        // The last checkpoint fits in what is left of --shutdown-timeout, and is not tried when
+        // Postgres is down (the spool holds the entries; the next start signs the heads again).
+        if (forced || running.queue.spooling) checkpointer.cancel();
+        else await checkpointer.stop(Math.max(200, opts.shutdownTimeout - (Date.now() - stopAt)));
       } finally {
         detach();
         metricsServer?.close();

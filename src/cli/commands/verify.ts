@@ -2,9 +2,10 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { createPool } from '../../db/connect.js';
-import { AuditGatewayError, FaultsFound } from '../../errors.js';
+import { AuditGatewayError, FaultsFound, UsageError } from '../../errors.js';
 import { publicKeyOf } from '../../integrity/checkpoint.js';
 import { type VerifyCursor, type VerifyReport, verifyDatabase } from '../../read/verify.js';
+import { parseTime } from '../../util/time.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
 import { choiceOption } from '../readOptions.js';
 
@@ -13,6 +14,8 @@ interface VerifyOptions extends CommonOptions {
   checkpoints?: string;
   cursor?: string;
   full?: boolean;
+  since?: string;
+  until?: string;
   export?: string;
   output?: string;
 }
@@ -51,6 +54,11 @@ export function registerVerify(program: Command): void {
       'pin the checkpoint signing key (PEM, or signing-key.pub); repeat for several writers',
       (v: string, prev: string[] = []) => [...prev, v],
     )
+    .option(
+      '--since <time>',
+      'check the rows of batches committed at or after TIME (chains are always checked whole)',
+    )
+    .option('--until <time>', 'check the rows of batches committed before TIME')
     .option('--checkpoints <file>', 'a copy of the checkpoint file kept outside the database')
     .option('--cursor <file>', 'incremental: check only what is newer than this file says, then update it')
     .option('--full', 'with --cursor: check everything, then update the cursor')
@@ -100,6 +108,20 @@ Examples:
       if (!r.ok) throw new FaultsFound();
       return;
     }
+    const now = new Date();
+    const window: { since?: string; until?: string } = {};
+    for (const [flag, v] of [
+      ['--since', opts.since],
+      ['--until', opts.until],
+    ] as const) {
+      if (v === undefined) continue;
+      const t = parseTime(v, now);
+      if (t === null)
+        throw new UsageError(
+          `${flag}: '${v}' is not a TIME (2026-11-01, 2026-11-01T10:00:00Z, 7d, yesterday)`,
+        );
+      window[flag === '--since' ? 'since' : 'until'] = t;
+    }
     const checkpointLines = opts.checkpoints
       ? (await readOrFail(opts.checkpoints, '--checkpoints')).split('\n')
       : undefined;
@@ -129,6 +151,7 @@ Examples:
         publicKeys: keys.length ? keys : undefined,
         checkpointLines,
         cursor,
+        ...window,
         onProgress: tty ? (n) => process.stderr.write(`\rverify: ${n} rows checked`) : undefined,
       });
       if (tty) process.stderr.write('\r\x1b[K');
