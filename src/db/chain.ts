@@ -149,7 +149,7 @@ export async function appendBatch(
     first: string;
     last: string;
     ids: string | null;
-  }>(OWN_LEAVES_SQL, [floor, sequence]);
+  }>({ name: 'audit_gateway_own_leaves', text: OWN_LEAVES_SQL, values: [floor, sequence] }); // planned once per connection
   await beforeAppend();
   const own = r.rows[0];
   if (!own || own.n === 0 || own.leaves === null) return null;
@@ -162,17 +162,11 @@ export async function appendBatch(
         ? own.first
         : `${own.first}-${own.last}`
       : formatIdRanges(own.ids.split(',').map(BigInt));
-  const a = await client.query<{ seq: string; hash: Buffer; moved: number }>(APPEND_SQL, [
-    chainId,
-    own.n,
-    root,
-    ids,
-    own.first,
-    own.last,
-    own.leaves,
-    channel,
-    own.last,
-  ]);
+  const a = await client.query<{ seq: string; hash: Buffer; moved: number }>({
+    name: 'audit_gateway_append_batch',
+    text: APPEND_SQL,
+    values: [chainId, own.n, root, ids, own.first, own.last, own.leaves, channel, own.last],
+  });
   if (a.rows.length !== 1 || a.rows[0]!.moved !== 1) {
     throw new ChainBroken(`chain ${chainId}: its head row is missing; run 'audit-gateway migrate'`);
   }
