@@ -1009,8 +1009,20 @@ async function main() {
       if (opts.only.has('c')) {
         const c = {};
         res.c = c;
-        c.unacked1 = await attempt('c. serve unacked, 1 connection', () =>
+        c.unacked1 = await attempt('c. serve unacked, 1 connection (then verify)', () =>
+          runServe(work, db, data, { conns: 1, ack: false, verify: true }),
+        );
+        if (c.unacked1.verifyRowsPerS)
+          say(`  verify: ${fmtInt(c.unacked1.verifyRowsPerS)} rows/s (${fmt2(c.unacked1.verifySeconds)} s)`);
+        // The cost of the chains: the same run without them, alternated with one more of each.
+        c.noChains1 = await attempt('c. serve unacked, 1 connection, --no-chains (reference)', () =>
+          runServe(work, db, data, { conns: 1, ack: false, serveArgs: ['--no-chains'] }),
+        );
+        c.chains1b = await attempt('c. serve unacked, 1 connection (again)', () =>
           runServe(work, db, data, { conns: 1, ack: false }),
+        );
+        c.noChains1b = await attempt('c. serve unacked, 1 connection, --no-chains (again)', () =>
+          runServe(work, db, data, { conns: 1, ack: false, serveArgs: ['--no-chains'] }),
         );
         c.unacked16 = await attempt('c. serve unacked, 16 connections', () =>
           runServe(work, db, data, { conns: 16, ack: false }),

@@ -4,13 +4,13 @@
  */
 
 /** Exit codes of CONTRACT.md §7. */
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2 } as const;
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, FAULTS: 3 } as const;
 
-/** Base of every error meant for a user: `message` is one line, `exitCode` is 1 or 2. */
+/** Base of every error meant for a user: `message` is one line, `exitCode` is 1, 2 or 3. */
 export class AuditGatewayError extends Error {
   constructor(
     message: string,
-    readonly exitCode: 1 | 2 = 1,
+    readonly exitCode: 1 | 2 | 3 = 1,
     options?: { cause?: unknown },
   ) {
     super(message, options);
@@ -22,6 +22,13 @@ export class AuditGatewayError extends Error {
 export class UsageError extends AuditGatewayError {
   constructor(message: string) {
     super(message, 2);
+  }
+}
+
+/** `verify` found faults (exit 3, CONTRACT.md §9); they are already printed, the message is empty. */
+export class FaultsFound extends AuditGatewayError {
+  constructor() {
+    super('', 3);
   }
 }
 

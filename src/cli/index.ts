@@ -15,6 +15,7 @@ import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
+import { registerVerify } from './commands/verify.js';
 import { applyConfig, type ConfigFile, loadConfigFile, validateConfig } from './config.js';
 import { guardStdout } from './output.js';
 
@@ -67,6 +68,7 @@ export function buildProgram(): Command {
   registerRejects(program);
   registerConfig(program);
   registerCompletion(program, version());
+  registerVerify(program);
   for (const cmd of program.commands) cmd.exitOverride();
   // The configuration file fills every option left at its default, for every command (cli/config.ts).
   program.hook('preAction', (root, action) => {
@@ -99,7 +101,7 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     if (err instanceof AuditGatewayError) {
       const message = err.exitCode === EXIT.USAGE ? withConfigSource(err.message) : err.message;
-      process.stderr.write(`audit-gateway: ${message}\n`);
+      if (message !== '') process.stderr.write(`audit-gateway: ${message}\n`);
       if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
       return err.exitCode;
     }

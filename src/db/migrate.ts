@@ -70,3 +70,45 @@ export async function migrationStatus(client: pg.ClientBase): Promise<MigrationS
     return { name, runOn: done.get(name) ?? null };
   });
 }
+
+/** The roles of CONTRACT.md §9 that `migrate --roles` creates (cluster-wide, NOLOGIN). */
+export const ROLES = { writer: 'audit_writer', reader: 'audit_reader' } as const;
+
+/**
+ * Creates the roles `audit_writer` and `audit_reader` unless they exist (NOLOGIN: grant them to a
+ * login role, `GRANT audit_writer TO gateway`) and grants them this database's tables (run after
+ * the migrations). `audit_writer` may INSERT (and SELECT, to read back the leaves of its own batch
+ * and the chain head) and move a chain's head (UPDATE of head_seq, head_hash only, which a
+ * trigger lets move forward by one); it may not UPDATE, DELETE or TRUNCATE anything else.
+ * `audit_reader` may only SELECT. Neither may run migrations.
+ * @returns the roles created now (those that existed are only granted).
+ */
+export async function createRoles(client: pg.ClientBase): Promise<string[]> {
+  const made: string[] = [];
+  for (const role of [ROLES.writer, ROLES.reader]) {
+    const r = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+    if (r.rowCount === 0) {
+      await client.query(`CREATE ROLE ${role} NOLOGIN`).catch((err: { code?: string }) => {
+        if (err.code !== '42710') throw err; // made by a concurrent run meanwhile
+      });
+      made.push(role);
+    }
+  }
+  const w = ROLES.writer;
+  const rd = ROLES.reader;
+  await client.query(
+    `DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO ${w}, ${rd}', current_schema()); END $$`,
+  );
+  await client.query(
+    `GRANT SELECT, INSERT ON audit_log, audit_reject, audit_batch, audit_checkpoint, audit_chain TO ${w}`,
+  );
+  await client.query(`GRANT UPDATE (head_seq, head_hash) ON audit_chain TO ${w}`);
+  const seqs = await client.query<{ s: string }>(
+    `SELECT pg_get_serial_sequence(t, 'id') AS s FROM unnest(ARRAY['audit_log', 'audit_reject', 'audit_checkpoint']) t`,
+  );
+  for (const { s } of seqs.rows) if (s) await client.query(`GRANT USAGE, SELECT ON SEQUENCE ${s} TO ${w}`);
+  await client.query(
+    `GRANT SELECT ON audit_log, audit_reject, audit_batch, audit_chain, audit_checkpoint, audit_retention TO ${rd}`,
+  );
+  return made;
+}

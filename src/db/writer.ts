@@ -20,6 +20,12 @@
  *   COPY is done its rows have their ids, so a caller that pipelines writes ({@link WriteOrder}) may
  *   start the next batch's COPY on another connection while this one commits: the next batch's ids
  *   are still higher, and the commit's WAL flush overlaps the next COPY.
+ * - With a chain id (CONTRACT.md §9), every transaction that stores rows also appends a batch
+ *   record to the writer's chain before its COMMIT ({@link appendBatch}): its rows' Merkle leaves,
+ *   computed by Postgres from the rows as stored, and the link to the previous record. A write
+ *   takes its turn on the chain when its rows have their ids, so records follow the order of ids.
+ *   Rows skipped as duplicates are in no batch; a rolled-back transaction leaves no record.
+ *   No path uses a savepoint: the batch's own rows are found by their xmin.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -31,6 +37,7 @@ import { ENTRY_COLUMNS } from '../entry/parse.js';
 import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
 import type { Logger } from '../log.js';
+import { appendBatch, ChainBroken, ensureChain, idFloorSql } from './chain.js';
 
 /**
  * One entry to store, with what is needed to reject it: its raw bytes and where it came from.
@@ -123,6 +130,11 @@ export interface WriterOptions {
   copyMinRows?: number;
   /** Channel of the NOTIFY after each commit (CONTRACT.md §4: `audit_log`). */
   channel?: string;
+  /**
+   * The writer's chain (CONTRACT.md §9 `--writer-id`): every committed batch gets a record on it.
+   * Without it no record is written (benchmarks' reference only).
+   */
+  chainId?: string;
 }
 
 const COLS = ENTRY_COLUMNS.map((c) => (c === 'timestamp' ? '"timestamp"' : c)).join(', ');
@@ -188,6 +200,9 @@ function* copyChunks(rows: WriteEntry[]): Generator<Buffer> {
 /** SQLSTATE unique_violation (PostgreSQL docs, Appendix A). */
 const UNIQUE_VIOLATION = '23505';
 
+/** A COPY met a stored key: the transaction is rolled back and the rows go again by INSERT. */
+class CopyMetStoredKey extends Error {}
+
 class DataRefused extends Error {
   constructor(override readonly cause: unknown) {
     super(messageOf(cause));
@@ -199,6 +214,10 @@ export class BatchWriter {
   private readonly copyMinRows: number;
   private readonly channel: string;
   private sequence: string | null = null;
+  private readonly chainId: string | null;
+  private chainReady = false;
+  /** Resolves when the last write that took a turn has appended its record (or given up). */
+  private chainTail: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -207,6 +226,68 @@ export class BatchWriter {
   ) {
     this.copyMinRows = options.copyMinRows ?? 16;
     this.channel = options.channel ?? 'audit_log';
+    this.chainId = options.chainId ?? null;
+  }
+
+  /**
+   * Takes this write's turn on the chain: the returned `wait` resolves once every earlier write
+   * has appended its record, and `done` must be called once this write's record is appended or
+   * the write gave up (whatever happens). Turns are taken in the order of ids (see header).
+   */
+  private takeTurn(): { wait: () => Promise<void>; done: () => void } {
+    const prev = this.chainTail;
+    let done!: () => void;
+    this.chainTail = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    return { wait: () => prev, done };
+  }
+
+  /** BEGIN, and with a chain the id floor of {@link appendBatch}, in one round trip. */
+  private async begin(client: pg.PoolClient): Promise<string | null> {
+    if (this.chainId === null) {
+      await client.query('BEGIN');
+      return null;
+    }
+    if (!this.chainReady) {
+      await ensureChain(client, this.chainId);
+      this.chainReady = true;
+    }
+    const r = (await client.query(`BEGIN; ${idFloorSql(this.sequence!)}`)) as unknown as pg.QueryResult[];
+    return (r[1]!.rows[0] as { v: string }).v;
+  }
+
+  /**
+   * Binds the rows this transaction stored into a chain record (and sends the NOTIFY); resolves
+   * the highest id stored, or null when none was.
+   */
+  private async bind(
+    client: pg.PoolClient,
+    floor: string | null,
+    stored: number,
+    maxId: string | null,
+    turn?: { wait: () => Promise<void>; done: () => void },
+  ): Promise<string | null> {
+    if (this.chainId === null || floor === null) {
+      turn?.done();
+      await this.notify(client, maxId);
+      return maxId;
+    }
+    const t = turn ?? this.takeTurn();
+    try {
+      if (stored === 0) return null;
+      const b = await appendBatch(client, this.chainId, this.sequence!, floor, this.channel, t.wait).catch(
+        (err: unknown) => {
+          // Never a data refusal of the rows (that would split the batch into rejects): a chain that
+          // cannot take the record is an error of its own, and the batch is retried whole.
+          if (err instanceof ChainBroken || !isDataError(err)) throw err;
+          throw new ChainBroken(`chain ${this.chainId}: the batch record was refused (${messageOf(err)})`);
+        },
+      );
+      return b?.maxId ?? null;
+    } finally {
+      t.done();
+    }
   }
 
   /** Resolves when Postgres answers `SELECT 1`; throws the connection error otherwise. */
@@ -247,7 +328,7 @@ export class BatchWriter {
     if (path === 'copy' && rejects.length === 0) {
       // The common case: BEGIN, COPY, then the highest id with its NOTIFY in one statement, and
       // COMMIT; with `order`, the last two overlap the next write.
-      await client.query('BEGIN');
+      const floor = await this.begin(client);
       let fallback: unknown = null;
       try {
         await this.copy(client, entries);
@@ -256,11 +337,18 @@ export class BatchWriter {
         fallback = err;
       }
       if (fallback === null) {
-        order?.ordered();
-        const r = await client.query<{ id: string }>(NOTIFY_SQL, [this.sequence, this.channel]);
-        await this.commit(client, order?.beforeCommit);
+        if (floor === null) {
+          order?.ordered();
+          const r = await client.query<{ id: string }>(NOTIFY_SQL, [this.sequence, this.channel]);
+          await this.commit(client, order?.beforeCommit);
+          outcome.maxId = r.rows[0]!.id;
+        } else {
+          const turn = this.takeTurn();
+          order?.ordered();
+          outcome.maxId = await this.bind(client, floor, entries.length, null, turn);
+          await this.commit(client, order?.beforeCommit);
+        }
         outcome.stored = entries.length;
-        outcome.maxId = r.rows[0]!.id;
         return outcome;
       }
       // A stored key or refused data: the transactional path below sorts it out.
@@ -271,14 +359,7 @@ export class BatchWriter {
       );
     }
     try {
-      await this.transaction(client, order?.beforeCommit, async () => {
-        const r = await this.store(client, entries, path);
-        outcome.stored = r.stored;
-        outcome.duplicates = entries.length - r.stored;
-        outcome.maxId = r.maxId;
-        await this.insertRejects(client, rejects);
-        await this.notify(client, outcome.maxId);
-      });
+      await this.storeWithRejects(client, entries, rejects, path, outcome, order?.beforeCommit);
       return outcome;
     } catch (err) {
       if (!(err instanceof DataRefused)) throw err;
@@ -302,6 +383,36 @@ export class BatchWriter {
     return outcome;
   }
 
+  /**
+   * One transaction storing `entries` with `rejects`; a COPY that meets a stored key is rolled
+   * back and the transaction runs again by INSERT … ON CONFLICT.
+   */
+  private async storeWithRejects(
+    client: pg.PoolClient,
+    entries: WriteEntry[],
+    rejects: RejectRecord[],
+    path: 'copy' | 'insert',
+    outcome: BatchOutcome,
+    gate: Promise<void> | undefined,
+  ): Promise<void> {
+    try {
+      await this.transaction(client, gate, async (floor) => {
+        const r = await this.store(client, entries, path);
+        outcome.stored = r.stored;
+        outcome.duplicates = entries.length - r.stored;
+        await this.insertRejects(client, rejects);
+        outcome.maxId = await this.bind(client, floor, r.stored, r.maxId);
+      });
+    } catch (err) {
+      if (!(err instanceof CopyMetStoredKey)) throw err;
+      this.log.debug(
+        { entries: entries.length },
+        'COPY met a stored entry; writing the batch with INSERT … ON CONFLICT',
+      );
+      await this.storeWithRejects(client, entries, rejects, 'insert', outcome, gate);
+    }
+  }
+
   /** Stores entries[lo, hi), halving on data errors; refused single entries go to `outcome.refused`. */
   private async split(
     client: pg.PoolClient,
@@ -313,16 +424,20 @@ export class BatchWriter {
   ): Promise<void> {
     if (hi <= lo) return;
     try {
-      await this.transaction(client, gate, async () => {
-        const slice = entries.slice(lo, hi);
-        const r = await this.store(client, slice, hi - lo >= this.copyMinRows ? 'copy' : 'insert');
-        outcome.stored += r.stored;
-        outcome.duplicates += hi - lo - r.stored;
-        if (r.maxId !== null && (outcome.maxId === null || BigInt(r.maxId) > BigInt(outcome.maxId))) {
-          outcome.maxId = r.maxId;
-        }
-        await this.notify(client, r.maxId);
-      });
+      const part: BatchOutcome = { stored: 0, duplicates: 0, refused: new Map(), maxId: null, path: 'copy' };
+      await this.storeWithRejects(
+        client,
+        entries.slice(lo, hi),
+        [],
+        hi - lo >= this.copyMinRows ? 'copy' : 'insert',
+        part,
+        gate,
+      );
+      outcome.stored += part.stored;
+      outcome.duplicates += part.duplicates;
+      if (part.maxId !== null && (outcome.maxId === null || BigInt(part.maxId) > BigInt(outcome.maxId))) {
+        outcome.maxId = part.maxId;
+      }
     } catch (err) {
       if (!(err instanceof DataRefused)) throw err;
       if (hi - lo === 1) {
@@ -343,12 +458,16 @@ export class BatchWriter {
   private async transaction(
     client: pg.PoolClient,
     gate: Promise<void> | undefined,
-    fn: () => Promise<void>,
+    fn: (floor: string | null) => Promise<void>,
   ): Promise<void> {
-    await client.query('BEGIN');
+    const floor = await this.begin(client);
     try {
-      await fn();
+      await fn(floor);
     } catch (err) {
+      if (err instanceof CopyMetStoredKey) {
+        await client.query('ROLLBACK');
+        throw err;
+      }
       if (err instanceof DataRefused || isDataError(err)) {
         await client.query('ROLLBACK');
         throw err instanceof DataRefused ? err : new DataRefused(err);
@@ -371,7 +490,10 @@ export class BatchWriter {
     await client.query('COMMIT');
   }
 
-  /** Writes rows by COPY (falling back to INSERT … ON CONFLICT on a stored key) or by INSERT. */
+  /**
+   * Writes rows by COPY or by INSERT … ON CONFLICT.
+   * @throws CopyMetStoredKey when the COPY met a stored key (the caller rolls back and uses INSERT).
+   */
   private async store(
     client: pg.PoolClient,
     rows: WriteEntry[],
@@ -379,20 +501,14 @@ export class BatchWriter {
   ): Promise<{ stored: number; maxId: string | null }> {
     if (rows.length === 0) return { stored: 0, maxId: null };
     if (path === 'copy') {
-      await client.query('SAVEPOINT copy_batch');
       try {
         await this.copy(client, rows);
-        const r = await client.query<{ id: string }>('SELECT currval($1)::text AS id', [this.sequence]);
-        await client.query('RELEASE SAVEPOINT copy_batch');
-        return { stored: rows.length, maxId: r.rows[0]!.id };
       } catch (err) {
-        if (sqlState(err) !== UNIQUE_VIOLATION) throw err;
-        await client.query('ROLLBACK TO SAVEPOINT copy_batch');
-        this.log.debug(
-          { entries: rows.length },
-          'COPY met a stored entry; writing the batch with INSERT … ON CONFLICT',
-        );
+        if (sqlState(err) === UNIQUE_VIOLATION) throw new CopyMetStoredKey();
+        throw err;
       }
+      const r = await client.query<{ id: string }>('SELECT currval($1)::text AS id', [this.sequence]);
+      return { stored: rows.length, maxId: r.rows[0]!.id };
     }
     return this.insert(client, rows);
   }

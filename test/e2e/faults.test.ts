@@ -28,7 +28,13 @@ import {
   waitStored,
   withPort,
 } from '../helpers/ownPostgres.js';
-import { send, sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
+import { runCli, send, sleep, startServe, tempDir, waitFor } from '../helpers/serve.js';
+
+/** `verify` on the database (CONTRACT.md §9): every row is in its batch and the chains hold. */
+async function expectVerified(url: string): Promise<void> {
+  const v = await runCli(['verify', '--database-url', url, '--output', 'json']);
+  expect(v.code, `${v.stdout}${v.stderr}`).toBe(0);
+}
 
 const own = useOwnPostgres();
 
@@ -89,6 +95,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     expect(await metric(mport, 'audit_gateway_entries_spooled_total')).toBeGreaterThan(0);
     expect(s.alive).toBe(true);
     expect(await s.stop()).toBe(0);
+    await expectVerified(db.url); // the spool's batches are bound into the chain like any other
   });
 
   it('kill -9 of the daemon while Postgres is down: the leftover spool is loaded at restart, every ok stored once', async () => {
@@ -135,6 +142,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
     expect(r.acks).toEqual([{ seq: 1, ok: true }]);
     expect(await storedAmong(db, [requestId(tag, N + 1)])).toBe(1);
     expect(await s2.stop()).toBe(0);
+    await expectVerified(db.url);
   });
 
   it('a connection cut right after COMMIT reached the server (reply lost): the batch is retried, not doubled (C15)', async () => {
@@ -167,6 +175,7 @@ describe('faults: Postgres goes away under an acked stream', () => {
       expect(dups).toBeGreaterThan(0);
       expect(s.alive).toBe(true);
       expect(await s.stop()).toBe(0);
+      await expectVerified(db.url); // the retried batch's duplicates are in no second batch
     } finally {
       await proxy.close();
     }

@@ -153,7 +153,9 @@ describe('queue-break: the spool', () => {
   });
 
   it('a segment file without its header (a crash right after creating it) does not keep the queue in spool mode for ever', async () => {
-    await t.query('TRUNCATE audit_log');
+    await t.query(
+      'SET session_replication_role = replica; TRUNCATE audit_log; RESET session_replication_role',
+    ); // the append-only trigger is off for this reset only
     const dir = await mkdtemp(join(tmpdir(), 'ag-qbreak-'));
     await writeFile(join(dir, 'spool-0000000000000001.seg'), ''); // openSync('wx') done, magic not yet written
     const spool = await Spool.open({ dir, maxBytes: 1 << 30 }, log);
@@ -188,7 +190,9 @@ describe('queue-break: the spool', () => {
 
 describe('queue-break: a frozen Postgres', () => {
   it('connections that never answer count as Postgres down: new entries are spooled and acked within 30 s', async () => {
-    await t.query('TRUNCATE audit_log');
+    await t.query(
+      'SET session_replication_role = replica; TRUNCATE audit_log; RESET session_replication_role',
+    ); // the append-only trigger is off for this reset only
     const proxy = await startPgProxy(Number(new URL(t.url).port || 5432));
     const u = new URL(t.url);
     u.hostname = '127.0.0.1';

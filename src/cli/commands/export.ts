@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import type { Command } from 'commander';
 import { createPool } from '../../db/connect.js';
+import { UsageError } from '../../errors.js';
 import { streamEntries } from '../../read/stream.js';
 import { addCommonOptions, type CommonOptions, loggerOf, openFromOptions } from '../common.js';
 import { openWholeFile, type WholeFile } from '../files.js';
@@ -14,6 +15,7 @@ interface ExportOptions extends CommonOptions, FilterOptions {
   output?: string;
   /** false with --no-progress. */
   progress?: boolean;
+  proofs?: boolean;
 }
 
 /** Registers `export`. */
@@ -28,7 +30,11 @@ export function registerExport(program: Command): void {
       '--output <file>',
       'write to FILE instead of stdout (gzip-compressed when FILE ends in .gz); whole or not at all, mode 0600',
     )
-    .option('--no-progress', 'no progress line on stderr');
+    .option('--no-progress', 'no progress line on stderr')
+    .option(
+      '--proofs',
+      'NDJSON with a _proof per entry, checkable alone: verify --export FILE --public-key KEY',
+    );
   addFilterOptions(cmd).addHelpText(
     'after',
     `${TIME_HELP}
@@ -53,6 +59,8 @@ Examples:
         : undefined;
     guardStdout();
     const log = loggerOf(opts);
+    if (opts.proofs && format !== 'ndjson')
+      throw new UsageError('export: --proofs goes with --format ndjson');
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 2);
     // the progress line never shares a terminal with the data it counts
@@ -68,14 +76,17 @@ Examples:
         target = await openWholeFile(file);
         destinations = file.endsWith('.gz') ? [createGzip(), target.stream] : [target.stream];
       }
-      const { rows } = await streamEntries(pool, db, log, {
-        filters,
-        format,
-        order: 'asc',
-        destinations,
-        end: target !== undefined,
-        onProgress: (n) => progress.update(n),
-      });
+      const onProgress = (n: number) => progress.update(n);
+      const end = target !== undefined;
+      const rows = opts.proofs
+        ? await (await import('../../read/proofs.js')).exportWithProofs(pool, db, log, {
+            filters,
+            destinations,
+            end,
+            onProgress,
+          })
+        : (await streamEntries(pool, db, log, { filters, format, order: 'asc', destinations, end, onProgress }))
+            .rows;
       await target?.commit();
       progress.done(rows, file === undefined ? '' : ` to ${file}`);
       if (rows === 0) process.stderr.write('audit-gateway: no entries match\n');

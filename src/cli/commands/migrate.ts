@@ -6,6 +6,7 @@ import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOpt
 
 interface MigrateOptions extends CommonOptions {
   count?: number;
+  roles?: boolean;
 }
 
 /** Registers `migrate`. */
@@ -19,11 +20,13 @@ export function registerMigrate(program: Command): void {
       'how many migrations to apply or revert (default: all up, one down)',
       intAtLeast(1),
     )
+    .option('--roles', 'also create the roles audit_writer (insert only) and audit_reader (select only)')
     .addHelpText(
       'after',
       `
 Examples:
   $ audit-gateway migrate                 # apply every pending migration
+  $ audit-gateway migrate --roles         # and the roles; then: GRANT audit_writer TO gateway_login
   $ audit-gateway migrate status          # list migrations and when each ran
   $ audit-gateway migrate down --count 1  # revert the newest (audit rows are never dropped)`,
     );
@@ -31,7 +34,8 @@ Examples:
     if (!['up', 'down', 'status'].includes(direction)) {
       throw new UsageError(`migrate: unknown direction '${direction}' (expected up, down or status)`);
     }
-    const { migrate, migrationStatus } = await import('../../db/migrate.js');
+    if (opts.roles && direction !== 'up') throw new UsageError('migrate: --roles goes with up');
+    const { createRoles, migrate, migrationStatus } = await import('../../db/migrate.js');
     const log = loggerOf(opts);
     const db = await openFromOptions(opts, log);
     const pool = createPool(db, log, 1);
@@ -49,6 +53,12 @@ Examples:
         if (ran.length === 0) process.stdout.write('nothing to migrate: the schema is up to date\n');
         for (const name of ran)
           process.stdout.write(`${direction === 'up' ? 'applied' : 'reverted'}  ${name}\n`);
+        if (opts.roles) {
+          const made = await createRoles(client);
+          process.stdout.write(
+            `roles: audit_writer (insert only), audit_reader (select only) ${made.length ? `created (${made.join(', ')})` : 'existed'}, granted on this database\n`,
+          );
+        }
       });
     } finally {
       await pool.end();

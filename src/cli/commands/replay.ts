@@ -1,18 +1,22 @@
 /** `audit-gateway replay FILE... | -` (CONTRACT.md §5). */
 import { access } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { type Command, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError, messageOf } from '../../errors.js';
+import { defaultWriterId } from '../../ingest/checkpoints.js';
 import { type ReplayCounts, replaySource } from '../../ingest/replay.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
+import { parseWriterId } from './serve.js';
 
 interface ReplayOptions extends CommonOptions {
   batchSize: number;
   maxLineBytes: number;
   redactKeys: string;
   progress: boolean;
+  writerId?: string;
 }
 
 function summary(c: ReplayCounts): string {
@@ -41,6 +45,14 @@ export function registerReplay(program: Command): void {
         .default(DEFAULT_REDACT_KEYS.join(',')),
     )
     .option('--no-progress', 'no progress line on stderr')
+    .addOption(
+      new Option(
+        '--writer-id <id>',
+        'the hash chain of what this replay stores (default: host, data dir, "-replay")',
+      )
+        .env('AUDIT_GATEWAY_REPLAY_WRITER_ID')
+        .argParser(parseWriterId),
+    )
     .addHelpText(
       'after',
       `
@@ -63,7 +75,7 @@ Examples:
     }
     const parse = {
       redactKeys: parseRedactKeys(opts.redactKeys),
-      ignoreFields: new Set(['id', 'received_at']),
+      ignoreFields: new Set(['id', 'received_at', '_proof']), // _proof: export --proofs
     };
     // And that each is NDJSON (its first entry line an object): a CSV export or a binary is
     // refused before anything is stored (stdin is checked as it is read).
@@ -87,7 +99,9 @@ Examples:
     const t0 = Date.now();
     try {
       await withClient(pool, db, async () => {}); // reachable? (one line naming host and port if not)
-      const writer = new BatchWriter(pool, log);
+      const writer = new BatchWriter(pool, log, {
+        chainId: opts.writerId ?? defaultWriterId(hostname(), opts.dataDir, '-replay'),
+      });
       for (const f of files) {
         await replaySource(
           f,

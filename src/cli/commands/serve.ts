@@ -1,6 +1,7 @@
 /** `audit-gateway serve`: the writer daemon (CONTRACT.md §4). */
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
@@ -8,6 +9,7 @@ import { defaultDataDir } from '../../db/embedded.js';
 import { BatchWriter } from '../../db/writer.js';
 import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError, messageOf, UsageError } from '../../errors.js';
+import { Checkpointer, defaultWriterId, loadSigningKey } from '../../ingest/checkpoints.js';
 import { Daemon, DEFAULT_MAX_CONNECTIONS, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
 import type { Logger } from '../../log.js';
@@ -46,6 +48,11 @@ interface ServeOptions extends CommonOptions {
   spoolDir?: string;
   maxSpoolBytes: number;
   metricsListen?: { host: string; port: number };
+  writerId?: string;
+  signingKey?: string;
+  checkpointInterval: number;
+  checkpointFile?: string;
+  chains: boolean;
 }
 
 /**
@@ -155,6 +162,14 @@ async function lockDataDir(dataDir: string, log: Logger): Promise<() => Promise<
   // As root, the embedded Postgres then gives its group search permission (db/embedded.ts).
   await ensurePrivateDir(dataDir, { what: '--data-dir', mode: 0o700 });
   return takePidFile(dataDir, log);
+}
+
+/** Parses `--writer-id`: 1 to 200 of A-Z a-z 0-9 . _ : @ / + = - (it is a chain id, CONTRACT.md §9). */
+export function parseWriterId(value: string): string {
+  if (!/^[A-Za-z0-9._:@/+=-]{1,200}$/.test(value)) {
+    throw new InvalidArgumentError('expected 1 to 200 of A-Z a-z 0-9 . _ : @ / + = -');
+  }
+  return value;
 }
 
 /** Registers `serve`. */
@@ -283,6 +298,38 @@ export function registerServe(program: Command): void {
         .env(env('METRICS_LISTEN'))
         .argParser(parseListen),
     )
+    .addOption(
+      new Option(
+        '--writer-id <id>',
+        "this daemon's hash chain (default: the host and a hash of the data dir)",
+      )
+        .env(env('WRITER_ID'))
+        .argParser(parseWriterId),
+    )
+    .addOption(
+      new Option(
+        '--signing-key <file>',
+        'Ed25519 key (PEM) for checkpoints (default: <data dir>/signing-key, made at first start)',
+      ).env(env('SIGNING_KEY')),
+    )
+    .addOption(
+      new Option(
+        '--checkpoint-interval <duration>',
+        'sign a checkpoint this often when something was committed',
+      )
+        .env(env('CHECKPOINT_INTERVAL'))
+        .default(60_000, '60s')
+        .argParser(positiveDurationMs),
+    )
+    .addOption(
+      new Option(
+        '--checkpoint-file <file>',
+        'append each checkpoint here too (default: <data dir>/checkpoints.log)',
+      ).env(env('CHECKPOINT_FILE')),
+    )
+    .addOption(
+      new Option('--no-chains', 'benchmark reference only: commit batches without chain records').hideHelp(),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -327,7 +374,27 @@ Examples:
       });
       // once the database answered: name it in the log and record it for the read commands
       forgetDatabase = await announceDatabase(opts, db, log);
-      const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
+      const writerId = opts.writerId ?? defaultWriterId(hostname(), opts.dataDir);
+      const signing = await loadSigningKey(opts.signingKey, opts.dataDir).catch((err: Error) => {
+        throw new AuditGatewayError(err.message);
+      });
+      log.info(
+        { writer_id: writerId, public_key: signing.publicKey, key_file: signing.file, made: signing.made },
+        signing.made
+          ? 'made a checkpoint signing key; keep its .pub outside this host'
+          : 'checkpoint signing key',
+      );
+      const checkpointer = new Checkpointer(pool, log, {
+        writerId,
+        key: signing.key,
+        file: opts.checkpointFile ?? join(opts.dataDir, 'checkpoints.log'),
+        intervalMs: opts.checkpointInterval,
+      });
+      if (!opts.chains) log.warn('--no-chains: batches get no chain record; verify will report their rows');
+      const writer = new BatchWriter(pool, log, {
+        copyMinRows: opts.copyMinRows,
+        chainId: opts.chains ? writerId : undefined,
+      });
       const spool = await Spool.open(
         {
           dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
@@ -381,15 +448,25 @@ Examples:
         stopRequested = r;
       });
       const running = daemon;
+      let forced = false;
       const detach = onStopSignals(
         log,
         () => stopRequested(),
-        () => running.force(),
+        () => {
+          forced = true;
+          running.force();
+        },
       );
       try {
         await running.start();
+        checkpointer.start();
         await stopSignal;
+        const stopAt = Date.now();
         unwritten = (await running.stop()).unwritten;
+        // The last checkpoint fits in what is left of --shutdown-timeout, and is not tried when
+        // Postgres is down (the spool holds the entries; the next start signs the heads again).
+        if (forced || running.queue.spooling) checkpointer.cancel();
+        else await checkpointer.stop(Math.max(200, opts.shutdownTimeout - (Date.now() - stopAt)));
       } finally {
         detach();
         metricsServer?.close();
