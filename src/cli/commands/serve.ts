@@ -185,7 +185,10 @@ export function registerServe(program: Command): void {
       ).env(env('SOCKET')),
     )
     .addOption(
-      new Option('--listen <host:port>', 'also listen on TCP (loopback unless you name another address)')
+      new Option(
+        '--listen <host:port>',
+        'also listen on TCP (:PORT means 127.0.0.1); an address other than loopback needs --tls-cert and --tls-key, or --insecure-listen',
+      )
         .env(env('LISTEN'))
         .argParser(parseListen),
     )
@@ -237,7 +240,7 @@ export function registerServe(program: Command): void {
     .addOption(
       new Option(
         '--max-queue-bytes <bytes>',
-        'bytes of entries waiting in memory (each line and its COPY form) before the sockets are paused',
+        'bytes of entries waiting in memory (each line and its COPY form) before the sockets are paused; unfinished lines count too, and their biggest holders are paused first',
       )
         .env(env('MAX_QUEUE_BYTES'))
         .default(8 * 1024 * 1024)
