@@ -85,8 +85,16 @@ Examples:
             end,
             onProgress,
           })
-        : (await streamEntries(pool, db, log, { filters, format, order: 'asc', destinations, end, onProgress }))
-            .rows;
+        : (
+            await streamEntries(pool, db, log, {
+              filters,
+              format,
+              order: 'asc',
+              destinations,
+              end,
+              onProgress,
+            })
+          ).rows;
       await target?.commit();
       progress.done(rows, file === undefined ? '' : ` to ${file}`);
       if (rows === 0) process.stderr.write('audit-gateway: no entries match\n');
