@@ -139,6 +139,11 @@ export function validateConfig(file: ConfigFile, program: Command): void {
         check(value, [cmd], `${where}[${commandPath(cmd).join('.')}] `);
         continue;
       }
+      if (isTable(value)) {
+        throw new UsageError(
+          `config file ${file.path}: ${where}[${key}] is a table, but no command is named ${key}`,
+        );
+      }
       if (!flags.has(key)) {
         const hint = everyFlag.has(key) ? ` (that flag belongs to other commands)` : '';
         throw new UsageError(

@@ -108,6 +108,7 @@ describe('the configuration file', () => {
       ],
       ['serve', '[serve]\nbatch-size = 0\n', /\[serve\] batch-size: '0' is invalid/],
       ['search', 'not toml ===\n', /not valid TOML/],
+      ['search', '[output]\nx = 1\n', /\[output\] is a table, but no command is named output/],
     ];
     for (const [command, text, want] of cases) {
       const file = join(dir, 'bad.toml');
@@ -176,6 +177,17 @@ describe('the bad --database-url forms and a database that does not exist (CONTR
       expect(r.code, url).toBe(2);
       expect(r.stderr).toMatch(/--database-url.*postgres:\/\/USER@/);
     }
+  });
+
+  it('the same from the environment variables, naming the variable', async () => {
+    const a1 = await run(['stats'], { env: { AUDIT_GATEWAY_DATABASE_URL: '127.0.0.1:5432' } });
+    expect(a1.code).toBe(2);
+    expect(a1.stderr).toMatch(/from env 'AUDIT_GATEWAY_DATABASE_URL' is invalid\. not a URL/);
+    const a2 = await run(['stats'], { env: { DATABASE_URL: 'postgress://x@y/z' } });
+    expect(a2.code).toBe(2);
+    expect(a2.stderr).toMatch(
+      /^audit-gateway: DATABASE_URL: 'postgress:\/\/x@y\/z' is invalid for --database-url: unknown scheme 'postgress'/,
+    );
   });
 
   it('a database that does not exist says so, exit 1', async () => {
