@@ -437,15 +437,16 @@ export async function verifyDatabase(
   });
 
   const ok = faults.length === 0;
-  const nextCursor: VerifyCursor | null = ok && !windowed
-    ? {
-        v: 1,
-        chains: Object.fromEntries(
-          chainRows.rows.map((c) => [c.chain_id, { seq: c.head_seq, hash: c.head_hash.toString('hex') }]),
-        ),
-        maxRowId: maxRowId.toString(),
-      }
-    : null;
+  const nextCursor: VerifyCursor | null =
+    ok && !windowed
+      ? {
+          v: 1,
+          chains: Object.fromEntries(
+            chainRows.rows.map((c) => [c.chain_id, { seq: c.head_seq, hash: c.head_hash.toString('hex') }]),
+          ),
+          maxRowId: maxRowId.toString(),
+        }
+      : null;
   return {
     ok,
     chains: chainRows.rows.length,
