@@ -378,7 +378,7 @@ export async function verifyDatabase(
   // (3) Checkpoints.
   const pinned = options.publicKeys?.map(rawPublicKey) ?? null;
   const dbCheckpoints = await pool.query<{ id: string; line: string }>(
-    'SELECT id::text AS id, line FROM audit_checkpoint ORDER BY id',
+    'SELECT id::text AS id, line FROM audit_checkpoint ORDER BY audit_checkpoint.id',
   );
   const hashAt = new Map<string, Buffer>();
   for (const b of batches) hashAt.set(`${b.chainId}\u0000${b.seq}`, b.hash);

@@ -122,6 +122,41 @@ describe('serve binds every batch into its chain and signs checkpoints', () => {
   });
 });
 
+describe('--signing-key', () => {
+  it('a key brought with --signing-key signs the checkpoints; a file that is no Ed25519 key is exit 1 in one line', async () => {
+    const dir = await tempDir();
+    const pair = newSigningKey();
+    await writeFile(join(dir, 'mine.pem'), pair.privatePem, { mode: 0o600 });
+    await writeFile(join(dir, 'mine.pub'), pair.publicPem);
+    const s = await startServe({ databaseUrl: db.url, args: ['--signing-key', join(dir, 'mine.pem')] });
+    await streamLines(s.socket, 50, (i) => faultLine('1e000007', i), { ack: true }).done;
+    expect(await s.stop()).toBe(0);
+    const mine = await db.query(`SELECT line FROM audit_checkpoint ORDER BY id DESC LIMIT 1`);
+    const { publicKeyOf, rawPublicKey } = await import('../../src/integrity/checkpoint.js');
+    expect(JSON.parse(mine.rows[0]!.line).public_key).toBe(rawPublicKey(publicKeyOf(pair.publicPem)));
+    await expect(stat(join(s.dataDir, 'signing-key'))).rejects.toThrow(); // none made
+    await writeFile(join(dir, 'bad.pem'), 'not a key\n');
+    const bad = await runCli([
+      'serve',
+      '--database-url',
+      db.url,
+      '--socket',
+      join(dir, 'b.sock'),
+      '--data-dir',
+      dir,
+      '--signing-key',
+      join(dir, 'bad.pem'),
+    ]);
+    expect(bad.code).toBe(1);
+    expect(
+      bad.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('{')),
+    ).toEqual([expect.stringMatching(/--signing-key .*bad\.pem: not an Ed25519 private key/)]);
+  });
+});
+
 describe('verify', () => {
   it('names a changed row by chain, batch and row id (exit 3, text and json); 1 when it cannot check', async () => {
     const victim = (
