@@ -30,6 +30,7 @@ import { ENTRY_COLUMNS } from '../entry/parse.js';
 import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
 import type { Logger } from '../log.js';
+import { copyTimestamp, isMissingPartition, PartitionKeeper } from './partitions.js';
 
 /**
  * One entry to store, with what is needed to reject it: its raw bytes and where it came from.
@@ -103,6 +104,8 @@ export interface WriterOptions {
   copyMinRows?: number;
   /** Channel of the NOTIFY after each commit (CONTRACT.md §4: `audit_log`). */
   channel?: string;
+  /** Makes the partitions of a batch's days before it is written (default: one of its own). */
+  partitions?: PartitionKeeper;
 }
 
 const COLS = ENTRY_COLUMNS.map((c) => (c === 'timestamp' ? '"timestamp"' : c)).join(', ');
@@ -177,6 +180,8 @@ export class BatchWriter {
   private readonly copyMinRows: number;
   private readonly channel: string;
   private sequence: string | null = null;
+  /** CONTRACT.md §10: the partitions of each batch's days are made before its COPY. */
+  readonly partitions: PartitionKeeper;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -185,6 +190,7 @@ export class BatchWriter {
   ) {
     this.copyMinRows = options.copyMinRows ?? 16;
     this.channel = options.channel ?? 'audit_log';
+    this.partitions = options.partitions ?? new PartitionKeeper(log);
   }
 
   /** Resolves when Postgres answers `SELECT 1`; throws the connection error otherwise. */
@@ -198,16 +204,32 @@ export class BatchWriter {
    * @throws the pg or socket error when the connection or the server failed (retry the batch).
    */
   async write(entries: WriteEntry[], rejects: RejectRecord[], order?: WriteOrder): Promise<BatchOutcome> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      return await this.writeOn(client, entries, rejects, order);
-    } catch (err) {
-      broken = err instanceof Error ? err : new Error(String(err));
-      throw err;
-    } finally {
-      // A client that failed mid-COPY or lost its connection is destroyed, never reused (C16).
-      client.release(broken);
+    // A missing partition (CONTRACT.md §10) is never a data error: the days are made (again, asking
+    // Postgres about every timestamp) and the batch is written again; safe, see exactly once.
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        await this.partitions.ensureFor(
+          client,
+          entries.map((e) => copyTimestamp(e.copy)),
+          attempt > 0,
+        );
+        return await this.writeOn(client, entries, rejects, order);
+      } catch (err) {
+        broken = err instanceof Error ? err : new Error(String(err));
+        if (isMissingPartition(err) && attempt < 2) {
+          this.log.info(
+            { err: messageOf(err) },
+            'a partition is missing; making it and writing the batch again',
+          );
+          continue;
+        }
+        throw err;
+      } finally {
+        // A client that failed mid-COPY or lost its connection is destroyed, never reused (C16).
+        client.release(broken);
+      }
     }
   }
 
