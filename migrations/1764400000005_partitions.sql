@@ -62,14 +62,19 @@ BEGIN
     RETURN false;
   END IF;
   -- One maker at a time (any day); look again under the lock: another session may have made it.
+  -- The second look reads pg_class with a fresh snapshot (to_regclass reads the relation cache,
+  -- which an advisory lock does not refresh).
   PERFORM pg_advisory_xact_lock(hashtext('audit_log_make_partition'));
-  IF to_regclass(quote_ident(part)) IS NOT NULL THEN
+  IF EXISTS (SELECT 1 FROM pg_class WHERE relname = part AND relnamespace = current_schema()::regnamespace) THEN
     RETURN false;
   END IF;
   EXECUTE format('CREATE TABLE %I (LIKE audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)', part);
   EXECUTE format('ALTER TABLE audit_log ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part,
                  day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC');
   RETURN true;
+EXCEPTION WHEN duplicate_table THEN
+  -- Made meanwhile by a session that did not take the lock (an operator's DDL): it exists.
+  RETURN false;
 END
 $$;
 

@@ -8,6 +8,7 @@ import { AuditGatewayError, EXIT, messageOf, sqlState } from '../errors.js';
 import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerReplay } from './commands/replay.js';
+import { registerRetention } from './commands/retention.js';
 import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerStats(program);
   registerReplay(program);
+  registerRetention(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

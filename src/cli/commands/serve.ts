@@ -9,8 +9,10 @@ import { DEFAULT_REDACT_KEYS, parseRedactKeys } from '../../entry/parse.js';
 import { AuditGatewayError } from '../../errors.js';
 import { Daemon, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
+import { startUpkeep } from '../../retention/schedule.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
+import { parseRetentionMs } from './retention.js';
 
 interface ServeOptions extends CommonOptions {
   socket: string;
@@ -29,6 +31,8 @@ interface ServeOptions extends CommonOptions {
   spoolDir?: string;
   maxSpoolBytes: number;
   metricsListen?: { host: string; port: number };
+  retention?: number;
+  archiveDir?: string;
 }
 
 /** The default socket (CONTRACT.md §4): `$XDG_RUNTIME_DIR/audit-gateway.sock`, else `/tmp/…`. */
@@ -166,6 +170,16 @@ export function registerServe(program: Command): void {
         .env(env('METRICS_LISTEN'))
         .argParser(parseListen),
     )
+    .addOption(
+      new Option('--retention <duration>', 'once a day, remove the partitions older than this (e.g. 90d)')
+        .env(env('RETENTION'))
+        .argParser(parseRetentionMs),
+    )
+    .addOption(
+      new Option('--archive-dir <dir>', 'with --retention: archive each partition here first').env(
+        env('ARCHIVE_DIR'),
+      ),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -191,6 +205,8 @@ Examples:
     const db = await openFromOptions(opts, log, true);
     const pool = createPool(db, log, 4);
     let unwritten = 0;
+    let upkeep: ReturnType<typeof startUpkeep> | undefined;
+    let upkeepPool: ReturnType<typeof createPool> | undefined;
     try {
       await withClient(pool, db, async (client) => {
         if (!opts.migrate) return;
@@ -200,6 +216,9 @@ Examples:
         if (ran.length > 0) log.info({ migrations: ran }, 'applied migrations');
       });
       const writer = new BatchWriter(pool, log, { copyMinRows: opts.copyMinRows });
+      // CONTRACT.md §10: partitions made ahead (hourly) and --retention (daily), on a pool of their own.
+      upkeepPool = createPool(db, log, 2);
+      upkeep = startUpkeep(upkeepPool, db, log, { retentionMs: opts.retention, archiveDir: opts.archiveDir });
       const spool = await Spool.open(
         { dir: opts.spoolDir ?? join(opts.dataDir, 'spool'), maxBytes: opts.maxSpoolBytes },
         log,
@@ -258,6 +277,8 @@ Examples:
         metricsServer?.close();
       }
     } finally {
+      await upkeep?.stop();
+      await upkeepPool?.end();
       // A client held by a write that Postgres never answers would make pool.end() wait forever.
       await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
