@@ -270,7 +270,12 @@ describe('the writer makes the partitions of any timestamp', () => {
     try {
       await keeper.ensureFor(c, ['2030-05-05T00:00:00Z']);
       const calls: string[] = [];
-      const spy = { query: (q: string) => (calls.push(q), Promise.reject(new Error('no query expected'))) };
+      const spy = {
+        query: (q: string) => {
+          calls.push(q);
+          return Promise.reject(new Error('no query expected'));
+        },
+      };
       await keeper.ensureFor(spy as never, ['2030-05-05T23:00:00Z']);
       expect(calls).toEqual([]);
     } finally {
