@@ -52,6 +52,19 @@ const STAMP =
  * to the next day, a year outside 0001–9999, any other form).
  */
 export function utcDayOf(text: string): string | null {
+  // The common form, already validated by the encoder: `YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`.
+  const n = text.length;
+  if (
+    n >= 20 &&
+    n <= 27 &&
+    text.charCodeAt(n - 1) === 90 && // Z
+    text.charCodeAt(10) === 84 && // T
+    text.charCodeAt(4) === 45 && // -
+    text.charCodeAt(17) !== 54 && // not a leap second (:60)
+    !text.startsWith('0000')
+  ) {
+    return text.slice(0, 10);
+  }
   const m = STAMP.exec(text);
   if (!m || m[6] === '60' || m[1] === '0000') return null;
   if (m[8] === undefined || (m[9] === '00' && m[10] === '00')) return `${m[1]}-${m[2]}-${m[3]}`;

@@ -159,9 +159,11 @@ export async function runRetention(
       await client.query('BEGIN');
       try {
         await client.query(`SET LOCAL lock_timeout = ${lockTimeout}`);
-        await withLockRetries(client, tries, log, `LOCK ${p.name}`, async () => {
-          await client.query(`LOCK TABLE ${client.escapeIdentifier(p.name)} IN SHARE MODE`);
-        });
+        if (!opts.dryRun) {
+          await withLockRetries(client, tries, log, `LOCK ${p.name}`, async () => {
+            await client.query(`LOCK TABLE ${client.escapeIdentifier(p.name)} IN SHARE MODE`);
+          });
+        }
         const stats = (
           await client.query<{
             n: string;
