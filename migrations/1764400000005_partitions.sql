@@ -80,9 +80,12 @@ $$;
 
 -- Makes the partition of the UTC day of each timestamp text (as Postgres reads it); texts that are
 -- not valid timestamps are skipped (their entries are refused by the COPY as data, as before).
--- Returns how many partitions it made.
+-- Returns how many partitions it made. Its DDL waits at most 2 s for a lock (lock_timeout, set for
+-- the function's run only; the caller retries on SQLSTATE 55P03); it is one statement, so a writer
+-- calls it in autocommit, outside any batch's transaction.
 CREATE FUNCTION audit_log_ensure_partitions(stamps text[]) RETURNS integer
   LANGUAGE plpgsql
+  SET lock_timeout = '2s'
   AS $$
 DECLARE
   t text;

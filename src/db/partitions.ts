@@ -23,8 +23,7 @@ export { isMissingPartition };
 
 /** How many days ahead of today `serve` and `migrate` make partitions (today included: 8 days). */
 export const DAYS_AHEAD = 7;
-/** Lock timeout of the partition DDL (ms), and how many times it is tried (Postgres docs 20.11). */
-export const DDL_LOCK_TIMEOUT_MS = 2000;
+/** How many times the partition DDL is tried on a lock timeout (the SQL function sets 2 s). */
 const DDL_TRIES = 5;
 /** SQLSTATE lock_not_available (lock_timeout), undefined_function (schema before §10). */
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -91,23 +90,19 @@ export function copyTimestamp(copy: Buffer): string {
 }
 
 /**
- * Runs `audit_log_ensure_partitions` for timestamp texts in its own transaction with a lock
- * timeout, retried on lock timeouts.
+ * Runs `audit_log_ensure_partitions` for timestamp texts: one statement in autocommit (the function
+ * sets its own 2 s `lock_timeout`), retried on lock timeouts. Never inside a batch's transaction.
  * @returns how many partitions were made
  * @throws the pg error after {@link DDL_TRIES} lock timeouts, or any other error
  */
 export async function ensurePartitionsFor(client: pg.ClientBase, stamps: string[]): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await client.query('BEGIN');
-      await client.query(`SET LOCAL lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`);
       const r = await client.query<{ n: number }>('SELECT audit_log_ensure_partitions($1::text[]) AS n', [
         stamps,
       ]);
-      await client.query('COMMIT');
       return r.rows[0]!.n;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
       if (sqlState(err) !== LOCK_NOT_AVAILABLE || attempt >= DDL_TRIES) throw err;
     }
   }

@@ -277,8 +277,10 @@ Examples:
         metricsServer?.close();
       }
     } finally {
-      await upkeep?.stop();
-      await upkeepPool?.end();
+      // Upkeep waiting on a Postgres that does not answer must not hold the shutdown: its run is
+      // one transaction, rolled back when the process ends.
+      const upkeepDone = Promise.all([upkeep?.stop(), upkeepPool?.end()]);
+      await Promise.race([upkeepDone, new Promise((r) => setTimeout(r, 500).unref())]);
       // A client held by a write that Postgres never answers would make pool.end() wait forever.
       await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
