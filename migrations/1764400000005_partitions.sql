@@ -24,6 +24,15 @@
 -- are in. Triggers of the old table (the append-only trigger of the integrity migration, when it
 -- ran before) are made again on the new table. Objects that depend on the old table (views, foreign
 -- keys) stop the migration with Postgres' own message, and nothing is changed.
+--
+-- With the integrity migration (1764400000004, chains and the append-only trigger) before this one:
+-- ids are kept, so batch records that name row ids stay true; its row triggers are made again on
+-- the partitioned table (a BEFORE UPDATE/DELETE row trigger and a TRUNCATE statement trigger on a
+-- partitioned table cover every partition). `retention` passes the append-only trigger without
+-- bypassing it: DETACH and DROP fire no row or TRUNCATE trigger. An event trigger guarding DROP of
+-- partitions could allow a drop whose audit_retention row was inserted in the same transaction
+-- (retention inserts the record first). No foreign key may reference audit_log (id): a partitioned
+-- table's referenced key must include "timestamp".
 
 -- Up Migration
 CREATE TABLE audit_retention (

@@ -13,6 +13,9 @@
  * - A batch that Postgres refuses for its data (SQLSTATE classes 22, 23, 54) is split in halves until
  *   the offending entries are isolated; the others are stored and each offending one goes to
  *   `audit_reject` with the server's message (C14).
+ * - Before a batch is written, the partitions of its UTC days are made when missing (CONTRACT.md §10,
+ *   db/partitions.ts); "no partition of relation … found for row" is never a data error: the days
+ *   are made again from every timestamp of the batch and the batch is written again.
  * - Connection and resource errors are thrown to the caller, which retries the whole batch (safe:
  *   see exactly once); the failed client is destroyed, not returned to the pool (C16).
  * - A batch of COPY size without validation rejects is `BEGIN`, the COPY, then

@@ -10,7 +10,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeRecord, SPOOL_MAGIC } from '../../src/ingest/spool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeEntryOf } from '../helpers/entries.js';
-import { cleanupServes, entryLine, rid, send, startServe, tempDir, waitFor } from '../helpers/serve.js';
+import {
+  cleanupServes,
+  entryLine,
+  rid,
+  runCli,
+  send,
+  startServe,
+  tempDir,
+  waitFor,
+} from '../helpers/serve.js';
 
 let t: TestDatabase;
 beforeAll(async () => {
@@ -79,5 +88,15 @@ describe('serve stores entries of any day', () => {
         WHERE to_regclass(audit_log_partition_name(((now() AT TIME ZONE 'UTC')::date + g))) IS NOT NULL`,
     );
     expect(ahead.rows[0]!.n).toBe(8);
+  });
+
+  it('migrate makes the coming days again, also when no migration is left to run', async () => {
+    const day = new Date(Date.now() + 3 * 86_400_000).toISOString().slice(0, 10).replaceAll('-', '');
+    await t.query(`DROP TABLE audit_log_p${day}`);
+    const r = await runCli(['migrate', '--database-url', t.url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('nothing to migrate');
+    const back = await t.query(`SELECT to_regclass($1) AS p`, [`audit_log_p${day}`]);
+    expect(back.rows[0]!.p).toBe(`audit_log_p${day}`);
   });
 });
