@@ -72,10 +72,25 @@ export function isRetryable(err: unknown): boolean {
   );
 }
 
-/** True for errors caused by the data of a batch (SQLSTATE classes 22, 23, 54). */
+/**
+ * True for errors caused by the data of a batch (SQLSTATE classes 22, 23, 54), except a missing
+ * partition ({@link isMissingPartition}): that one is the schema's to fix, never the entry's fault.
+ */
 export function isDataError(err: unknown): boolean {
   const state = sqlState(err);
-  return state !== undefined && DATA_CLASSES.has(state.slice(0, 2));
+  return state !== undefined && DATA_CLASSES.has(state.slice(0, 2)) && !isMissingPartition(err);
+}
+
+/**
+ * True for Postgres' "no partition of relation … found for row" (SQLSTATE 23514 with that message;
+ * CONTRACT.md §10): the entry's day has no partition yet. The writer makes it and writes again.
+ */
+export function isMissingPartition(err: unknown): boolean {
+  if (sqlState(err) !== '23514') return false;
+  // A CHECK constraint's violation names its constraint; routing's does not (and its message may be
+  // translated by lc_messages).
+  const constraint = (err as { constraint?: unknown }).constraint;
+  return /no partition of relation/i.test(messageOf(err)) || constraint === undefined || constraint === null;
 }
 
 /** The message of any thrown value. */

@@ -11,6 +11,7 @@ import { registerExport } from './commands/export.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerRejects } from './commands/rejects.js';
 import { registerReplay } from './commands/replay.js';
+import { registerRetention } from './commands/retention.js';
 import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerCompletion(program, version());
   registerVerify(program);
+  registerRetention(program);
   for (const cmd of program.commands) cmd.exitOverride();
   // The configuration file fills every option left at its default, for every command (cli/config.ts).
   program.hook('preAction', (root, action) => {

@@ -13,6 +13,9 @@
  * - A batch that Postgres refuses for its data (SQLSTATE classes 22, 23, 54) is split in halves until
  *   the offending entries are isolated; the others are stored and each offending one goes to
  *   `audit_reject` with the server's message (C14).
+ * - Before a batch is written, the partitions of its UTC days are made when missing (CONTRACT.md §10,
+ *   db/partitions.ts); "no partition of relation … found for row" is never a data error: the days
+ *   are made again from every timestamp of the batch and the batch is written again.
  * - Connection and resource errors are thrown to the caller, which retries the whole batch (safe:
  *   see exactly once); the failed client is destroyed, not returned to the pool (C16).
  * - A batch of COPY size without validation rejects is `BEGIN`, the COPY, then
@@ -38,6 +41,7 @@ import { sanitizeString } from '../entry/sanitize.js';
 import { isDataError, messageOf, sqlState } from '../errors.js';
 import type { Logger } from '../log.js';
 import { appendBatch, ChainBroken, ensureChain, idFloorSql } from './chain.js';
+import { copyTimestamp, isMissingPartition, PartitionKeeper } from './partitions.js';
 
 /**
  * One entry to store, with what is needed to reject it: its raw bytes and where it came from.
@@ -135,6 +139,8 @@ export interface WriterOptions {
    * Without it no record is written (benchmarks' reference only).
    */
   chainId?: string;
+  /** Makes the partitions of a batch's days before it is written (default: one of its own). */
+  partitions?: PartitionKeeper;
 }
 
 const COLS = ENTRY_COLUMNS.map((c) => (c === 'timestamp' ? '"timestamp"' : c)).join(', ');
@@ -218,6 +224,8 @@ export class BatchWriter {
   private chainReady = false;
   /** Resolves when the last write that took a turn has appended its record (or given up). */
   private chainTail: Promise<void> = Promise.resolve();
+  /** CONTRACT.md §10: the partitions of each batch's days are made before its COPY. */
+  readonly partitions: PartitionKeeper;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -227,6 +235,7 @@ export class BatchWriter {
     this.copyMinRows = options.copyMinRows ?? 16;
     this.channel = options.channel ?? 'audit_log';
     this.chainId = options.chainId ?? null;
+    this.partitions = options.partitions ?? new PartitionKeeper(log);
   }
 
   /**
@@ -301,16 +310,32 @@ export class BatchWriter {
    * @throws the pg or socket error when the connection or the server failed (retry the batch).
    */
   async write(entries: WriteEntry[], rejects: RejectRecord[], order?: WriteOrder): Promise<BatchOutcome> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      return await this.writeOn(client, entries, rejects, order);
-    } catch (err) {
-      broken = err instanceof Error ? err : new Error(String(err));
-      throw err;
-    } finally {
-      // A client that failed mid-COPY or lost its connection is destroyed, never reused (C16).
-      client.release(broken);
+    // A missing partition (CONTRACT.md §10) is never a data error: the days are made (again, asking
+    // Postgres about every timestamp) and the batch is written again; safe, see exactly once.
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        await this.partitions.ensureFor(
+          client,
+          entries.map((e) => copyTimestamp(e.copy)),
+          attempt > 0,
+        );
+        return await this.writeOn(client, entries, rejects, order);
+      } catch (err) {
+        broken = err instanceof Error ? err : new Error(String(err));
+        if (isMissingPartition(err) && attempt < 2) {
+          this.log.info(
+            { err: messageOf(err) },
+            'a partition is missing; making it and writing the batch again',
+          );
+          continue;
+        }
+        throw err;
+      } finally {
+        // A client that failed mid-COPY or lost its connection is destroyed, never reused (C16).
+        client.release(broken);
+      }
     }
   }
 

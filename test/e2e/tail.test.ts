@@ -8,7 +8,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Background } from '../helpers/cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, ensurePartitionsBack, type TestDatabase } from '../helpers/db.js';
 
 let t: TestDatabase;
 const clients: pg.Client[] = [];
@@ -111,6 +111,7 @@ describe('tail', () => {
     const m1 = await insert(b, 'tail-c');
     await p.waitFor((l) => ids(l).includes(m1), 3000, 'm+1');
     await sleep(1500);
+    await ensurePartitionsBack(a, 0, [new Date(Date.now() - 400 * 86_400_000).toISOString()]);
     await a.query(
       `INSERT INTO audit_log (id, request_id, "timestamp", client_subject, tool_name, response_status)
        VALUES ($1, gen_random_uuid(), now() - interval '400 days', 'tail-c', 'late', 'error')`,

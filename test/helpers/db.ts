@@ -12,6 +12,21 @@ import { silentLogger } from '../../src/log.js';
 /** The admin URL of the shared test server. */
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
+/**
+ * Makes the daily partitions of the last `days` days (UTC) and of `extra` timestamps, for tests that
+ * insert with plain SQL (the writer makes its own).
+ */
+export async function ensurePartitionsBack(
+  c: pg.ClientBase | pg.Pool,
+  days: number,
+  extra: string[] = [],
+): Promise<void> {
+  await c.query(
+    `SELECT audit_log_ensure_partitions(array(SELECT (now() - g * interval '1 day')::text FROM generate_series(0, $1::int) g) || $2::text[])`,
+    [days, extra],
+  );
+}
+
 /** A database made for one test file. */
 export interface TestDatabase {
   name: string;
@@ -60,6 +75,9 @@ export async function createTestDatabase(
     const c = await pool.connect();
     try {
       await migrate(c, 'up', silentLogger());
+      // Tests seed with plain SQL (no writer, which makes its own partitions: CONTRACT.md §10) over
+      // the last month; migrate made today and the days ahead.
+      await ensurePartitionsBack(c, 31);
     } finally {
       c.release();
     }

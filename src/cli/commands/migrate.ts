@@ -1,6 +1,7 @@
 /** `audit-gateway migrate [up|down|status]` (CONTRACT.md §1, §8). */
 import type { Command } from 'commander';
 import { createPool, withClient } from '../../db/connect.js';
+import { ensureAhead } from '../../db/partitions.js';
 import { UsageError } from '../../errors.js';
 import { addCommonOptions, type CommonOptions, intAtLeast, loggerOf, openFromOptions } from '../common.js';
 
@@ -50,6 +51,11 @@ Examples:
           return;
         }
         const ran = await migrate(client, direction as 'up' | 'down', log, opts.count);
+        // CONTRACT.md §10: the coming days' partitions, also when nothing was left to migrate.
+        const partitioned = await client.query(
+          `SELECT to_regprocedure('audit_log_ensure_partitions(text[])') AS f`,
+        );
+        if (direction === 'up' && partitioned.rows[0]?.f) await ensureAhead(client);
         if (ran.length === 0) process.stdout.write('nothing to migrate: the schema is up to date\n');
         for (const name of ran)
           process.stdout.write(`${direction === 'up' ? 'applied' : 'reverted'}  ${name}\n`);

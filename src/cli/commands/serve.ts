@@ -13,6 +13,7 @@ import { Checkpointer, defaultWriterId, loadSigningKey } from '../../ingest/chec
 import { Daemon, DEFAULT_MAX_CONNECTIONS, ensureSocketNotLive } from '../../ingest/daemon.js';
 import { Spool } from '../../ingest/spool.js';
 import type { Logger } from '../../log.js';
+import { startUpkeep } from '../../retention/schedule.js';
 import { takePidFile } from '../../util/pidFile.js';
 import { ensurePrivateDir } from '../../util/privateFiles.js';
 import {
@@ -25,6 +26,7 @@ import {
   openFromOptions,
 } from '../common.js';
 import { exitIfStuck, onStopSignals } from '../signals.js';
+import { parseRetentionMs } from './retention.js';
 
 interface ServeOptions extends CommonOptions {
   socket?: string;
@@ -53,6 +55,8 @@ interface ServeOptions extends CommonOptions {
   checkpointInterval: number;
   checkpointFile?: string;
   chains: boolean;
+  retention?: number;
+  archiveDir?: string;
 }
 
 /**
@@ -333,6 +337,16 @@ export function registerServe(program: Command): void {
     .addOption(
       new Option('--no-chains', 'benchmark reference only: commit batches without chain records').hideHelp(),
     )
+    .addOption(
+      new Option('--retention <duration>', 'once a day, remove the partitions older than this (e.g. 90d)')
+        .env(env('RETENTION'))
+        .argParser(parseRetentionMs),
+    )
+    .addOption(
+      new Option('--archive-dir <dir>', 'with --retention: archive each partition here first').env(
+        env('ARCHIVE_DIR'),
+      ),
+    )
     .addOption(new Option('--no-migrate', 'do not apply pending migrations at start'))
     .addOption(
       new Option('--copy-min-rows <n>', 'batches this large use COPY, smaller ones INSERT')
@@ -367,6 +381,8 @@ Examples:
     const pool = createPool(db, log, 4);
     let forgetDatabase = async () => {};
     let unwritten = 0;
+    let upkeep: ReturnType<typeof startUpkeep> | undefined;
+    let upkeepPool: ReturnType<typeof createPool> | undefined;
     try {
       await withClient(pool, db, async (client) => {
         if (!opts.migrate) return;
@@ -398,6 +414,9 @@ Examples:
         copyMinRows: opts.copyMinRows,
         chainId: opts.chains ? writerId : undefined,
       });
+      // CONTRACT.md §10: partitions made ahead (hourly) and --retention (daily), on a pool of their own.
+      upkeepPool = createPool(db, log, 2);
+      upkeep = startUpkeep(upkeepPool, db, log, { retentionMs: opts.retention, archiveDir: opts.archiveDir });
       const spool = await Spool.open(
         {
           dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
@@ -475,6 +494,10 @@ Examples:
         metricsServer?.close();
       }
     } finally {
+      // Upkeep waiting on a Postgres that does not answer must not hold the shutdown: its run is
+      // one transaction, rolled back when the process ends.
+      const upkeepDone = Promise.all([upkeep?.stop(), upkeepPool?.end()]);
+      await Promise.race([upkeepDone, new Promise((r) => setTimeout(r, 500).unref())]);
       // A client held by a write that Postgres never answers would make pool.end() wait forever.
       await Promise.race([pool.end(), new Promise((r) => setTimeout(r, 500).unref())]);
       await db.close();
