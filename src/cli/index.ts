@@ -12,6 +12,7 @@ import { registerSearch } from './commands/search.js';
 import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
+import { registerWrap } from './commands/wrap.js';
 import { guardStdout } from './output.js';
 
 function version(): string {
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerStats(program);
   registerReplay(program);
+  registerWrap(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
