@@ -1,0 +1,236 @@
+/**
+ * wrap's pure parts (CONTRACT.md §11): JSON-RPC reading on raw text, correlation, the entry line
+ * and its round trip through the spool's COPY form; adversarial inputs from fast-check, checked
+ * against JSON.parse and against the entry parser serve uses (src/entry/parse.ts).
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { encodeCopyRow } from '../../src/entry/copyText.js';
+import { parseEntry } from '../../src/entry/parse.js';
+import { type CallRecord, Correlator } from '../../src/wrap/correlate.js';
+import { entryLine, wireFromCopy } from '../../src/wrap/entry.js';
+import { arrayElements, readLine } from '../../src/wrap/jsonrpc.js';
+import { LineSplitter } from '../../src/wrap/lines.js';
+
+const json = fc.jsonValue({ maxDepth: 4 });
+/** JSON text of a value with random whitespace between tokens (what a peer may send). */
+const spaced = (v: unknown, ws: string) =>
+  JSON.stringify(v, null, 1)
+    .split('\n')
+    .map((l) => l.trim())
+    .join(ws);
+
+describe('readLine / arrayElements', () => {
+  it('the raw texts of a batch parse to its elements, whatever the spacing', () => {
+    fc.assert(
+      fc.property(fc.array(json, { maxLength: 6 }), fc.constantFrom('', ' ', '\t', ' \r '), (arr, ws) => {
+        const text = spaced(arr, ws);
+        expect(arrayElements(text).map((t) => JSON.parse(t))).toEqual(JSON.parse(text));
+      }),
+    );
+  });
+
+  it('keeps the id type: 1, "1", 1.0 and "1.0"', () => {
+    const keys = ['1', '"1"', '1.0', '"1.0"', '-0', '1e0'].map(
+      (id) => readLine(`{"jsonrpc":"2.0","id":${id},"method":"tools/call"}`)!.messages[0]!.idKey,
+    );
+    expect(keys).toEqual(['n:1', 's:1', 'n:1', 's:1.0', 'n:0', 'n:1']);
+  });
+
+  it('classifies requests, notifications, responses; lines that are not JSON give null', () => {
+    expect(readLine('not json')).toBeNull();
+    expect(readLine('{"id":1,"method":"x"')).toBeNull();
+    const l = readLine('[{"id":1,"method":"a"},{"method":"b"},{"id":1,"result":{}},{"id":2,"error":{}},7]')!;
+    expect(l.batch).toBe(true);
+    expect(l.messages.map((m) => m.kind)).toEqual([
+      'request',
+      'notification',
+      'response',
+      'response',
+      'invalid',
+    ]);
+  });
+});
+
+describe('Correlator', () => {
+  const setup = () => {
+    const calls: CallRecord[] = [];
+    let t = 0;
+    const c = new Correlator(
+      (r) => calls.push(r),
+      () => t,
+    );
+    return { c, calls, tick: (ms: number) => (t += ms) };
+  };
+  const feed = (c: Correlator, side: 'client' | 'server', text: string) =>
+    side === 'client' ? c.fromClient(readLine(text)!) : c.fromServer(readLine(text)!);
+
+  it('the client cancelling and the server answering race: whichever comes first decides, once', () => {
+    const { c, calls } = setup();
+    feed(c, 'client', '{"id":1,"method":"tools/call","params":{"name":"t"}}');
+    feed(c, 'server', '{"id":1,"result":{"content":[]}}');
+    feed(c, 'client', '{"method":"notifications/cancelled","params":{"requestId":1}}');
+    feed(c, 'client', '{"id":2,"method":"tools/call","params":{"name":"t"}}');
+    feed(c, 'client', '{"method":"notifications/cancelled","params":{"requestId":2,"reason":"r"}}');
+    feed(c, 'server', '{"id":2,"result":{"content":[]}}');
+    expect(calls.map((x) => [x.idText, x.status, x.errorMessage])).toEqual([
+      ['1', 'success', null],
+      ['2', 'cancelled', 'r'],
+    ]);
+  });
+
+  it('responses of the client (to server requests) never close its own calls; the server end closes them', () => {
+    const { c, calls, tick } = setup();
+    feed(c, 'client', '{"id":5,"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}');
+    feed(c, 'server', '{"id":5,"method":"sampling/createMessage","params":{}}');
+    feed(c, 'client', '{"id":5,"result":{"content":{"type":"text","text":"x"}}}');
+    expect(calls).toEqual([]);
+    tick(42);
+    c.endAll('gone');
+    expect(calls).toEqual([
+      expect.objectContaining({
+        idText: '5',
+        status: 'no_response',
+        errorMessage: 'gone',
+        latencyMs: 42,
+        argsText: '{"a":1}',
+      }),
+    ]);
+  });
+
+  it('any interleaving of calls with ids 1 and "1" ends each with its own outcome', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            id: fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constantFrom('0', '1', '2', '3')),
+            ok: fc.boolean(),
+          }),
+          {
+            maxLength: 12,
+          },
+        ),
+        fc.infiniteStream(fc.boolean()),
+        (ops, order) => {
+          const { c, calls } = setup();
+          // Unique ids only (a reused id is a protocol fault, tested apart).
+          const seen = new Set<string>();
+          const uniq = ops.filter((o) => !seen.has(JSON.stringify(o.id)) && seen.add(JSON.stringify(o.id)));
+          const requests = uniq.map((o) =>
+            JSON.stringify({
+              jsonrpc: '2.0',
+              id: o.id,
+              method: 'tools/call',
+              params: { name: `t${JSON.stringify(o.id)}` },
+            }),
+          );
+          const answers = uniq.map((o) =>
+            JSON.stringify(
+              o.ok
+                ? { jsonrpc: '2.0', id: o.id, result: { content: [] } }
+                : { jsonrpc: '2.0', id: o.id, error: { code: 1, message: 'm' } },
+            ),
+          );
+          const it = order[Symbol.iterator]();
+          let ri = 0;
+          const open: number[] = [];
+          while (ri < requests.length || open.length > 0) {
+            if (ri < requests.length && (open.length === 0 || it.next().value)) {
+              feed(c, 'client', requests[ri]!);
+              open.push(ri++);
+            } else {
+              const k = open.splice(it.next().value ? 0 : open.length - 1, 1)[0]!;
+              feed(c, 'server', answers[k]!);
+            }
+          }
+          expect(calls).toHaveLength(uniq.length);
+          for (const r of calls) {
+            const o = uniq.find((u) => JSON.stringify(u.id) === r.idText)!;
+            expect(r.toolName).toBe(`t${JSON.stringify(o.id)}`);
+            expect(r.status).toBe(o.ok ? 'success' : 'rpc_error');
+          }
+        },
+      ),
+    );
+  });
+});
+
+describe('entry lines', () => {
+  const session = {
+    session: '6f1c2a9e-0000-4000-8000-000000000001',
+    subject: 'alice',
+    role: null,
+    backend: null,
+  };
+  const arbCall = fc.record({
+    startedAt: fc.integer({ min: 0, max: 4102444800000 }),
+    latencyMs: fc.nat(),
+    toolName: fc.string({ minLength: 1, unit: 'binary' }),
+    argsText: fc.option(json.map((v) => spaced(v, ' '))),
+    idText: fc.oneof(
+      fc.integer().map(String),
+      fc.string({ unit: 'binary' }).map((s) => JSON.stringify(s)),
+    ),
+    status: fc.constantFrom('success', 'error', 'rpc_error', 'cancelled', 'no_response', 'denied' as const),
+    errorMessage: fc.option(fc.string({ unit: 'binary' })),
+  }) as fc.Arbitrary<CallRecord>;
+
+  it('serve accepts every entry line, and the spool form turns back into the same entry', () => {
+    fc.assert(
+      fc.property(
+        arbCall,
+        fc.string({ unit: 'binary' }),
+        fc.option(fc.string({ unit: 'binary' })),
+        (call, subject, role) => {
+          const line = entryLine(
+            call,
+            { ...session, subject, role },
+            { serverName: 'srv', clientInfoText: '{"name":"c","version":"1"}' },
+          );
+          expect(line.endsWith('\n')).toBe(true);
+          expect(line.slice(0, -1)).not.toContain('\n');
+          const opts = { redactKeys: new Set(['password']) };
+          const first = parseEntry(Buffer.from(line.slice(0, -1)), opts);
+          if (!first.ok) {
+            // Only the limits of §3 may refuse one (a name past 1024 bytes, a subject past 1024).
+            expect(first.reason).toMatch(/tool_name|client_subject|too long|bytes/);
+            return;
+          }
+          expect(first.row.response_status).toBe(call.status);
+          expect(JSON.parse(first.row.extra!).jsonrpc_id).toEqual(JSON.parse(call.idText));
+          const back = wireFromCopy(Buffer.from(encodeCopyRow(first.row)));
+          const second = parseEntry(Buffer.from(back.slice(0, -1)), opts);
+          expect(second.ok && second.row).toEqual(first.row);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('LineSplitter', () => {
+  it('finds the same lines however the stream is cut, and reports overlong ones as null', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.string({ maxLength: 40 }).map((s) => s.replace(/\n/g, '')),
+          { maxLength: 8 },
+        ),
+        fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1 }),
+        (lines, cuts) => {
+          const bytes = Buffer.from(lines.map((l) => `${l}\n`).join(''));
+          const s = new LineSplitter(20);
+          const got: (string | null)[] = [];
+          let at = 0;
+          for (let i = 0; at < bytes.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            s.push(bytes.subarray(at, at + n), (l) => got.push(l === null ? null : l.toString()));
+            at += n;
+          }
+          s.end((l) => got.push(l === null ? null : l.toString()));
+          expect(got).toEqual(lines.map((l) => (Buffer.byteLength(l) > 20 ? null : l)));
+        },
+      ),
+    );
+  });
+});
