@@ -11,7 +11,7 @@
  * races with the response; whichever the proxy sees first decides); `no_response` (the server ended
  * first); `denied` (`--fail-closed` answered it without the server).
  */
-import { idKeyOf, memberText, type RpcLine, type RpcMessage } from './jsonrpc.js';
+import { idKeyOf, memberText, type OverlongPeek, type RpcLine, type RpcMessage } from './jsonrpc.js';
 
 /** The outcome of a call. */
 export type CallStatus = 'success' | 'error' | 'rpc_error' | 'cancelled' | 'no_response' | 'denied';
@@ -40,6 +40,8 @@ interface Pending {
   toolName: string;
   argsText: string | null;
   idText: string;
+  /** Why the record is partial (an overlong request), added to error_message. */
+  note?: string;
 }
 
 function clip(s: string): string {
@@ -155,6 +157,33 @@ export class Correlator {
     }
   }
 
+  /**
+   * A client message too long to parse (see peekOverlong): a `tools/call` whose id shows is still
+   * recorded, without its arguments (`request_args` null; `args_too_long` says why).
+   */
+  fromClientOverlong(p: OverlongPeek, size: number): void {
+    if (p.method !== 'tools/call' || p.idKey === null || p.idText === null) return;
+    this.pending.set(p.idKey, {
+      startedAt: Date.now(),
+      t0: this.now(),
+      toolName: p.toolName && p.toolName.length > 0 ? p.toolName : '(no tool name)',
+      argsText: null,
+      idText: p.idText,
+      note: `the request (${size} bytes) was too long to inspect; its arguments are not recorded`,
+    });
+  }
+
+  /** A server message too long to parse: a response whose id shows closes its call. */
+  fromServerOverlong(p: OverlongPeek, size: number): void {
+    if (p.method !== null || p.idKey === null) return;
+    const pending = this.pending.get(p.idKey);
+    if (!pending) return;
+    const note = `the response (${size} bytes) was too long to inspect`;
+    if (p.rpcError) this.finish(p.idKey, pending, 'rpc_error', note);
+    else if (p.isError) this.finish(p.idKey, pending, 'error', note);
+    else this.finish(p.idKey, pending, 'success', null);
+  }
+
   /** A `tools/call` that `--fail-closed` answered itself: recorded as `denied`. */
   denied(m: RpcMessage, reason: string): void {
     const params = m.value?.params as Record<string, unknown> | undefined;
@@ -186,7 +215,7 @@ export class Correlator {
       argsText: p.argsText,
       idText: p.idText,
       status,
-      errorMessage,
+      errorMessage: p.note ? (errorMessage ? `${errorMessage}; ${p.note}` : p.note) : errorMessage,
     });
   }
 }

@@ -138,3 +138,60 @@ export function readLine(text: string): RpcLine | null {
   }
   return { batch: false, messages: [classify(parsed, text)] };
 }
+
+/** What can be told of a message too long to parse, from its ends (see {@link peekOverlong}). */
+export interface OverlongPeek {
+  idKey: string | null;
+  idText: string | null;
+  /** The method, when the message starts with its members (a request or a notification). */
+  method: string | null;
+  /** For a tools/call: the tool name, when it is in the head. */
+  toolName: string | null;
+  /** A JSON-RPC error response (its `error` member comes first). */
+  rpcError: boolean;
+  /** A tool result with `isError: true` in its tail. */
+  isError: boolean;
+}
+
+const ID = String.raw`(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|"(?:[^"\\]|\\.)*")`;
+const SCALAR_MEMBER = String.raw`\s*"(?:jsonrpc|id)"\s*:\s*(?:"(?:[^"\\]|\\.)*"|-?[\d.eE+-]+)\s*,`;
+const HEAD_ID = new RegExp(
+  String.raw`^\s*\{(?:\s*"(?:jsonrpc|method)"\s*:\s*"(?:[^"\\]|\\.)*"\s*,)*\s*"id"\s*:\s*${ID}`,
+);
+const TAIL_ID = new RegExp(String.raw`"id"\s*:\s*${ID}\s*\}\s*\r?$`);
+const HEAD_METHOD = new RegExp(String.raw`^\s*\{(?:${SCALAR_MEMBER})*\s*"method"\s*:\s*"((?:[^"\\]|\\.)*)"`);
+const HEAD_ERROR = new RegExp(String.raw`^\s*\{(?:${SCALAR_MEMBER})*\s*"error"\s*:`);
+const TOOL_NAME = /"params"\s*:\s*\{\s*(?:"_meta"\s*:\s*\{[^{}]*\}\s*,\s*)?"name"\s*:\s*("(?:[^"\\]|\\.)*")/;
+
+/**
+ * Reads what it can of a message too long to parse from its first and last bytes: SDKs write the
+ * `jsonrpc`, `id` and `method` members first in requests and the `id` last in responses, so the id
+ * of most long messages can still be found; when it cannot, the fields are null.
+ */
+export function peekOverlong(head: Buffer, tail: Buffer): OverlongPeek {
+  const h = head.toString('utf8');
+  const t = tail.toString('utf8');
+  const idText = HEAD_ID.exec(h)?.[1] ?? TAIL_ID.exec(t)?.[1] ?? null;
+  let idKey: string | null = null;
+  if (idText !== null) {
+    try {
+      idKey = idKeyOf(JSON.parse(idText));
+    } catch {}
+  }
+  const m = HEAD_METHOD.exec(h)?.[1];
+  let method: string | null = null;
+  let toolName: string | null = null;
+  try {
+    method = m !== undefined ? (JSON.parse(`"${m}"`) as string) : null;
+    const n = method === 'tools/call' ? TOOL_NAME.exec(h)?.[1] : undefined;
+    toolName = n !== undefined ? (JSON.parse(n) as string) : null;
+  } catch {}
+  return {
+    idKey,
+    idText: idKey === null ? null : idText,
+    method,
+    toolName,
+    rpcError: HEAD_ERROR.test(h),
+    isError: /"isError"\s*:\s*true/.test(t),
+  };
+}

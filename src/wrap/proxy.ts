@@ -22,8 +22,8 @@ import { AuditGatewayError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type CallRecord, Correlator } from './correlate.js';
 import { entryLine, type SessionInfo } from './entry.js';
-import { type RpcMessage, readLine } from './jsonrpc.js';
-import { LineSplitter } from './lines.js';
+import { peekOverlong, readLine } from './jsonrpc.js';
+import { type LineSink, LineSplitter } from './lines.js';
 
 /** Where audit entries go: {@link AuditSender} or a test's stand-in. */
 export interface EntrySink {
@@ -156,6 +156,14 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
     else writeOut(b);
   };
   const serverLines = new LineSplitter(o.maxMessageBytes, () => correlator.waiting);
+  const inspectServer: LineSink = (line, overlong) => {
+    if (line !== null) {
+      const rpc = readLine(line.toString('utf8'));
+      if (rpc) correlator.fromServer(rpc);
+    } else if (overlong) {
+      correlator.fromServerOverlong(peekOverlong(overlong.head, overlong.tail), overlong.size);
+    }
+  };
   childOut.on('data', (chunk: Buffer) => {
     if (injections.length > 0 && serverMidLine) {
       const nl = chunk.indexOf(0x0a);
@@ -166,11 +174,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
       } else writeOut(chunk);
     } else writeOut(chunk);
     serverMidLine = chunk.length > 0 ? chunk[chunk.length - 1] !== 0x0a : serverMidLine;
-    serverLines.push(chunk, (line) => {
-      if (line === null) return;
-      const rpc = readLine(line.toString('utf8'));
-      if (rpc) correlator.fromServer(rpc);
-    });
+    serverLines.push(chunk, inspectServer);
   });
 
   // ---- client → server
@@ -181,11 +185,13 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
       childIn.once('drain', () => stdin.resume());
     }
   };
-  const inspectClient = (text: string): RpcMessage[] | null => {
-    const rpc = readLine(text);
-    if (!rpc) return null;
-    correlator.fromClient(rpc);
-    return rpc.messages;
+  const inspectClient: LineSink = (line, overlong) => {
+    if (line !== null) {
+      const rpc = readLine(line.toString('utf8'));
+      if (rpc) correlator.fromClient(rpc);
+    } else if (overlong) {
+      correlator.fromClientOverlong(peekOverlong(overlong.head, overlong.tail), overlong.size);
+    }
   };
   const clientLines = new LineSplitter(o.maxMessageBytes);
   let clientEnded = false;
@@ -193,7 +199,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
     if (clientEnded) return;
     clientEnded = true;
     if (o.failClosed) clientLines.end((line) => failClosedLine(line, false));
-    else clientLines.end((line) => line && inspectClient(line.toString('utf8')));
+    else clientLines.end(inspectClient);
     childIn.end();
     countdown(false);
   };
@@ -230,7 +236,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
       clientLines.push(chunk, (line) => failClosedLine(line, true));
     } else {
       writeIn(chunk);
-      clientLines.push(chunk, (line) => line && inspectClient(line.toString('utf8')));
+      clientLines.push(chunk, inspectClient);
     }
   });
   stdin.on('end', endClientInput);
@@ -240,11 +246,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
     child.on('close', (code, signal) => {
       serverEnded = true;
       if (killTimer) clearTimeout(killTimer);
-      serverLines.end((line) => {
-        if (line === null) return;
-        const rpc = readLine(line.toString('utf8'));
-        if (rpc) correlator.fromServer(rpc);
-      });
+      serverLines.end(inspectServer);
       const how = signal ? `killed by ${signal}` : `exit code ${code}`;
       correlator.endAll(`the server ended (${how}) before it answered`);
       for (const b of injections.splice(0)) writeOut(b);

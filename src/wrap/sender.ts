@@ -48,6 +48,8 @@ export interface SenderOptions {
   ackTimeoutMs?: number;
   /** Longest wait between reconnection attempts, ms (default 5 s). */
   maxBackoffMs?: number;
+  /** Entries are written to serve at most this often, together, ms (default 5). */
+  coalesceMs?: number;
   log: Logger;
 }
 
@@ -93,6 +95,8 @@ export class AuditSender {
   private backoffMs = 100;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private ackTimer: NodeJS.Timeout | null = null;
+  private pumpTimer: NodeJS.Timeout | null = null;
+  private readonly coalesceMs: number;
   private closing = false;
   private draining = false;
   private spool: Spool | null = null;
@@ -111,6 +115,7 @@ export class AuditSender {
     this.maxInMemory = options.maxInMemory ?? 10_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    this.coalesceMs = options.coalesceMs ?? 5;
     this.dir = join(options.spoolRoot, options.session);
     this.firstAttempt = new Promise((resolve) => this.connect(resolve));
   }
@@ -163,7 +168,7 @@ export class AuditSender {
       void this.drainSpools();
     });
     s.on('data', (d: Buffer) => this.onAcks(d));
-    s.on('drain', () => this.pump());
+    s.on('drain', () => this.writeQueued());
     s.on('error', (err) => {
       if (!this.connected) {
         this.options.log.debug(
@@ -188,7 +193,7 @@ export class AuditSender {
     const was = this.connected;
     this.connected = false;
     this.socket = null;
-    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.ackTimer) clearInterval(this.ackTimer);
     this.ackTimer = null;
     // Unacked entries: those of the live queue go to the spool; those read from a spool file are
     // still in it (the file is kept, its load fails and is retried).
@@ -212,31 +217,44 @@ export class AuditSender {
     }
   }
 
+  /**
+   * Writes the queued entries to serve, coalesced: at most one write per `coalesceMs` (a burst of
+   * calls costs one syscall here and one read in serve, not one per entry).
+   */
   private pump(): void {
+    if (this.pumpTimer || !this.connected) return;
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = null;
+      this.writeQueued();
+    }, this.coalesceMs);
+  }
+
+  private writeQueued(): void {
     const s = this.socket;
-    if (!s || !this.connected) return;
-    while (this.queue.length > 0 && !s.writableNeedDrain) {
-      const line = this.queue.shift()!;
-      this.inflight.push({ line, at: Date.now() });
-      s.write(line);
-    }
+    if (!s || !this.connected || s.writableNeedDrain || this.queue.length === 0) return;
+    const now = Date.now();
+    const lines = this.queue.splice(0);
+    for (const line of lines) this.inflight.push({ line, at: now });
+    s.write(lines.length === 1 ? lines[0]! : lines.join(''));
     this.armAckTimer();
   }
 
+  /** A watchdog (one unref'd interval per connection): an ack overdue means serve is stuck. */
   private armAckTimer(): void {
-    if (this.ackTimer || this.inflight.length === 0) return;
-    const wait = Math.max(1, this.inflight[0]!.at + this.ackTimeoutMs - Date.now());
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
-      const oldest = this.inflight[0];
-      if (oldest && Date.now() - oldest.at >= this.ackTimeoutMs) {
-        this.options.log.warn(
-          { socket: this.options.socket, waitedMs: Date.now() - oldest.at },
-          'wrap: serve does not ack; reconnecting (entries go to the local spool meanwhile)',
-        );
-        this.socket?.destroy();
-      } else this.armAckTimer();
-    }, wait);
+    if (this.ackTimer) return;
+    this.ackTimer = setInterval(
+      () => {
+        const oldest = this.inflight[0];
+        if (oldest && Date.now() - oldest.at >= this.ackTimeoutMs) {
+          this.options.log.warn(
+            { socket: this.options.socket, waitedMs: Date.now() - oldest.at },
+            'wrap: serve does not ack; reconnecting (entries go to the local spool meanwhile)',
+          );
+          this.socket?.destroy();
+        }
+      },
+      Math.max(10, Math.min(1000, this.ackTimeoutMs / 4)),
+    );
     this.ackTimer.unref();
   }
 
@@ -266,11 +284,6 @@ export class AuditSender {
       }
       if (sent.fromSpool?.last) sent.fromSpool.resolve();
     }
-    if (this.ackTimer) {
-      clearTimeout(this.ackTimer);
-      this.ackTimer = null;
-    }
-    this.armAckTimer();
     this.pump();
     this.settleIdle();
   }
@@ -440,11 +453,12 @@ export class AuditSender {
     }
     this.closing = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.pumpTimer) clearTimeout(this.pumpTimer);
     for (const s of this.inflight.splice(0)) if (!s.fromSpool) this.toSpool.push(s.line);
     this.toSpool.push(...this.queue.splice(0));
     if (this.spoolTimer) clearTimeout(this.spoolTimer);
     await this.flushSpool();
-    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.ackTimer) clearInterval(this.ackTimer);
     this.socket?.destroy();
     if (this.spool) {
       this.spool.closeCurrent();

@@ -162,25 +162,78 @@ describe('wrap: correlation (ids by type and value, batches, server requests, ca
     expect(Number(by(1)[0]!.latency_ms)).toBeGreaterThanOrEqual(250);
   });
 
-  it('a line too long to inspect still passes through (unaudited); the calls after it are audited', async () => {
+  it('lines too long to inspect still pass through, and the calls they carry are still recorded by their ids', async () => {
     const subj = subject('long');
     const dir = await tempDir('ag-wrap-log-');
     const log = join(dir, 'received.bin');
     const w = await fake(subj, { env: { FAKE_LOG: log }, args: ['--max-message-bytes', '1024'] });
+    // A request past the limit, written in two pieces.
     const long = call(1, 'echo', { pad: 'p'.repeat(5000) });
     w.write(long.slice(0, 2000));
     w.write(long.slice(2000));
-    await w.waitFor(isResponseTo(1), 'the answer to the long call');
-    w.write(call(2, 'echo', { short: true }));
-    await w.waitFor(isResponseTo(2), 'the answer to call 2');
+    const answer = (await w.waitFor(isResponseTo(1), 'the answer to the long call')) as { result: unknown };
+    expect(JSON.stringify(answer.result)).toContain('p'.repeat(5000));
+    // A response past the limit (the server puts its id last), a tool failure past it, and an id
+    // that is a string with escapes.
+    w.write(call('two"\\2', 'big', { n: 200_000 }));
+    await w.waitFor(isResponseTo('two"\\2'), 'the long answer');
+    w.write(call(3, 'fail', { why: 'x'.repeat(3000) }));
+    await w.waitFor(isResponseTo(3), 'the long failure');
+    w.write(call(4, 'echo', { short: true }));
+    await w.waitFor(isResponseTo(4), 'answer 4');
     w.proc.stdin!.end();
     expect((await w.exited).code).toBe(0);
-    expect(readFileSync(log).toString('utf8')).toBe(INITIALIZE + long + call(2, 'echo', { short: true }));
-    const r = await waitRows(subj, 1);
-    await new Promise((res) => setTimeout(res, 300));
-    expect((await rows(subj)).map((x) => x.extra.jsonrpc_id)).toEqual([2]);
+    expect(readFileSync(log).toString('utf8')).toBe(
+      INITIALIZE +
+        long +
+        call('two"\\2', 'big', { n: 200_000 }) +
+        call(3, 'fail', { why: 'x'.repeat(3000) }) +
+        call(4, 'echo', { short: true }),
+    );
+    const r = await waitRows(subj, 4);
+    expect(r.map((x) => [x.extra.jsonrpc_id, x.tool_name, x.response_status])).toEqual([
+      [1, 'echo', 'success'],
+      ['two"\\2', 'big', 'success'],
+      [3, 'fail', 'error'],
+      [4, 'echo', 'success'],
+    ]);
+    // The long request's arguments are not recorded, and the entry says why.
+    expect(r[0]!.request_args).toBeNull();
+    expect(r[0]!.error_message).toContain('too long to inspect');
+    expect(r[1]!.request_args).toEqual({ n: 200_000 });
+    expect(r[2]!.error_message).toContain('too long to inspect');
+    expect(r[3]!.request_args).toEqual({ short: true });
     expect(r[0]!.backend_name).toBe('fake-server');
   });
+
+  it('backpressure: a client that does not read makes wrap stop reading the server (memory stays bounded)', async () => {
+    const subj = subject('bp');
+    const w = await fake(subj);
+    w.proc.stdout!.pause();
+    // 40 answers of 4 MB each: 160 MB that wrap must not hold.
+    for (let i = 1; i <= 40; i++) w.write(call(i, 'big', { n: 4_000_000 }));
+    // Wait until the server has answered every call (it logs each answer's size on stderr).
+    await waitFor(
+      () => (w.stderr().match(/answered big/g) ?? []).length === 40,
+      'the server to answer all',
+      60_000,
+    );
+    // Wrap's resident memory over the next 3 s: bounded by its pipes and one inspected message
+    // (without backpressure it would take in the 160 MB the server has queued).
+    let maxRssKb = 0;
+    for (let i = 0; i < 30; i++) {
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${w.proc.pid}/status`, 'utf8'))![1]);
+      maxRssKb = Math.max(maxRssKb, kb);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(w.stdoutBytes()).toBeLessThan(1024 * 1024);
+    expect(maxRssKb).toBeLessThan(120 * 1024);
+    w.proc.stdout!.resume();
+    await waitFor(() => w.stdoutBytes() > 40 * 4_000_000, 'every answer', 60_000);
+    w.proc.stdin!.end();
+    expect((await w.exited).code).toBe(0);
+    expect((await waitRows(subj, 40)).every((x) => x.response_status === 'success')).toBe(true);
+  }, 120_000);
 });
 
 describe('wrap: the end of the server', () => {

@@ -31,6 +31,8 @@ export interface RawWrap {
   proc: ChildProcess;
   /** Every byte wrap wrote to stdout so far. */
   stdout(): Buffer;
+  /** How many bytes wrap wrote to stdout so far (cheap). */
+  stdoutBytes(): number;
   /** The stdout lines so far, parsed (lines that are not JSON are skipped). */
   messages(): unknown[];
   stderr(): string;
@@ -51,7 +53,11 @@ export function startRawWrap(wrapArgs: string[], server: string[], env: NodeJS.P
   });
   const out: Buffer[] = [];
   let err = '';
-  proc.stdout!.on('data', (d: Buffer) => out.push(d));
+  let outBytes = 0;
+  proc.stdout!.on('data', (d: Buffer) => {
+    out.push(d);
+    outBytes += d.length;
+  });
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
     err += d;
   });
@@ -74,6 +80,7 @@ export function startRawWrap(wrapArgs: string[], server: string[], env: NodeJS.P
   return {
     proc,
     stdout,
+    stdoutBytes: () => outBytes,
     messages,
     stderr: () => err,
     write: (data) => proc.stdin!.write(data),

@@ -9,8 +9,8 @@ import { encodeCopyRow } from '../../src/entry/copyText.js';
 import { parseEntry } from '../../src/entry/parse.js';
 import { type CallRecord, Correlator } from '../../src/wrap/correlate.js';
 import { entryLine, wireFromCopy } from '../../src/wrap/entry.js';
-import { arrayElements, readLine } from '../../src/wrap/jsonrpc.js';
-import { LineSplitter } from '../../src/wrap/lines.js';
+import { arrayElements, idKeyOf, peekOverlong, readLine } from '../../src/wrap/jsonrpc.js';
+import { LineSplitter, OVERLONG_ENDS } from '../../src/wrap/lines.js';
 
 const json = fc.jsonValue({ maxDepth: 4 });
 /** JSON text of a value with random whitespace between tokens (what a peer may send). */
@@ -232,5 +232,71 @@ describe('LineSplitter', () => {
         },
       ),
     );
+  });
+});
+
+describe('peekOverlong', () => {
+  const id = fc.oneof(
+    fc.integer(),
+    fc.string({ unit: 'binary' }),
+    fc.constantFrom('1', 'a"b', 'a\\"', '\\', '}'),
+  );
+  it('finds the id of SDK-shaped requests (members first) and responses (id last) from their ends', () => {
+    fc.assert(
+      fc.property(id, fc.string({ maxLength: 30 }), fc.boolean(), (i, name, isError) => {
+        const pad = 'z'.repeat(20_000);
+        const req = Buffer.from(
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: i,
+            method: 'tools/call',
+            params: { name, arguments: { pad } },
+          }),
+        );
+        const p = peekOverlong(req.subarray(0, OVERLONG_ENDS), req.subarray(-OVERLONG_ENDS));
+        expect(p.idKey).toBe(idKeyOf(i));
+        expect(p.method).toBe('tools/call');
+        if (Buffer.byteLength(JSON.stringify(name)) < 3000) expect(p.toolName).toBe(name);
+        const res = Buffer.from(
+          JSON.stringify({
+            result: { content: [{ type: 'text', text: pad }], isError },
+            jsonrpc: '2.0',
+            id: i,
+          }),
+        );
+        const q = peekOverlong(res.subarray(0, OVERLONG_ENDS), res.subarray(-OVERLONG_ENDS));
+        expect([q.idKey, q.method, q.isError, q.rpcError]).toEqual([idKeyOf(i), null, isError, false]);
+        const err = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: i, error: { code: 1, message: pad } }));
+        const e = peekOverlong(err.subarray(0, OVERLONG_ENDS), err.subarray(-OVERLONG_ENDS));
+        expect([e.idKey, e.rpcError]).toEqual([idKeyOf(i), true]);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('an id only inside the body is never taken for the message id', () => {
+    const body = Buffer.from(
+      `{"result":{"content":[{"text":"\\"id\\":7}"}],"x":{"id":8}},"jsonrpc":"2.0","id":9}`,
+    );
+    expect(peekOverlong(body, body).idKey).toBe('n:9');
+    const noId = Buffer.from('{"result":{"x":{"id":8}}}');
+    expect(peekOverlong(noId, noId).idKey).toBeNull();
+  });
+
+  it('LineSplitter keeps the two ends of an overlong line, however it is cut', () => {
+    const line = Buffer.from(`${'a'.repeat(5000)}${'m'.repeat(20_000)}${'b'.repeat(5000)}`);
+    for (const cut of [1, 777, 4096, 9999, 40_000]) {
+      const s = new LineSplitter(10_000);
+      const got: unknown[] = [];
+      for (let at = 0; at <= line.length; at += cut) {
+        s.push(Buffer.concat([line, Buffer.from('\n')]).subarray(at, at + cut), (l, o) => got.push([l, o]));
+      }
+      expect(got).toEqual([
+        [
+          null,
+          { head: line.subarray(0, OVERLONG_ENDS), tail: line.subarray(-OVERLONG_ENDS), size: line.length },
+        ],
+      ]);
+    }
   });
 });
