@@ -412,35 +412,70 @@ describe('wrap: when serve is away', () => {
 describe('wrap --print-config', () => {
   it('prints an mcpServers entry whose args run the same command through wrap, quoting intact', async () => {
     const odd = `/data/with space/"quoted"/and\\backslash`;
-    const r = await run([
-      'wrap',
-      '--print-config',
-      '--subject',
-      'alice',
-      '--role',
-      'dev',
-      '--',
-      'npx',
-      '-y',
-      '@modelcontextprotocol/server-filesystem',
-      odd,
-    ]);
+    const r = await run(
+      [
+        'wrap',
+        '--print-config',
+        '--subject',
+        'alice',
+        '--role',
+        'dev',
+        '--',
+        'npx',
+        '-y',
+        '@modelcontextprotocol/server-filesystem',
+        odd,
+      ],
+      { env: { AUDIT_GATEWAY_SOCKET: '/run/ag/test.sock' } },
+    );
     expect(r.code, r.stderr).toBe(0);
     const cfg = JSON.parse(r.stdout) as { mcpServers: Record<string, { command: string; args: string[] }> };
     expect(Object.keys(cfg.mcpServers)).toEqual(['server-filesystem']);
     const entry = cfg.mcpServers['server-filesystem']!;
     expect(entry.command).toBe(BIN);
+    // The socket is always spelled out: a desktop client does not have the shell's environment.
     expect(entry.args).toEqual([
       'wrap',
       '--subject',
       'alice',
       '--role',
       'dev',
+      '--socket',
+      '/run/ag/test.sock',
       '--',
       'npx',
       '-y',
       '@modelcontextprotocol/server-filesystem',
       odd,
     ]);
+  });
+
+  it('the printed entry works: the SDK-style spawn of its command and args runs the server through wrap', async () => {
+    const subj = subject('printed');
+    const r = await run([
+      'wrap',
+      '--print-config',
+      '--subject',
+      subj,
+      '--socket',
+      serve.socket,
+      '--',
+      process.execPath,
+      FAKE_SERVER,
+    ]);
+    const entry = Object.values(
+      (JSON.parse(r.stdout) as { mcpServers: Record<string, { command: string; args: string[] }> })
+        .mcpServers,
+    )[0]!;
+    const w = startRawWrap(
+      entry.args.slice(1, entry.args.indexOf('--')),
+      entry.args.slice(entry.args.indexOf('--') + 1),
+    );
+    w.write(INITIALIZE);
+    w.write(call(1, 'echo', { printed: true }));
+    await w.waitFor(isResponseTo(1), 'the answer');
+    w.proc.stdin!.end();
+    expect((await w.exited).code).toBe(0);
+    expect((await waitRows(subj, 1))[0]!.request_args).toEqual({ printed: true });
   });
 });

@@ -176,7 +176,9 @@ Examples:
         );
       const [command, ...args] = words as [string, ...string[]];
       if (opts.printConfig) {
-        // Repeat the flags given (those that change the entries or the transport), not their defaults.
+        // Repeat the flags given on the command line or by environment variables (a desktop client
+        // starts servers without your shell's environment), and always the socket: the client's
+        // environment may not give the default the same value (XDG_RUNTIME_DIR).
         const flags: string[] = [];
         for (const o of [
           'subject',
@@ -189,9 +191,17 @@ Examples:
           'maxSpoolBytes',
           'maxMessageBytes',
         ] as const) {
-          if (cmd.getOptionValueSource(o) === 'cli') {
+          const source = cmd.getOptionValueSource(o);
+          if (source === 'cli' || source === 'env' || o === 'socket') {
             const flag = `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-            flags.push(flag, o === 'grace' ? `${opts.grace}ms` : String(opts[o]));
+            flags.push(
+              flag,
+              o === 'grace'
+                ? `${opts.grace}ms`
+                : o === 'socket' || o === 'spoolDir'
+                  ? resolve(String(opts[o]))
+                  : String(opts[o]),
+            );
           }
         }
         if (opts.failClosed) flags.push('--fail-closed');
