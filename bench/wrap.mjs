@@ -11,7 +11,7 @@
  * section at the end of bench/RESULTS.md (between markers, leaving the rest of the file alone).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -23,6 +23,7 @@ import { migrate } from '../dist/db/migrate.js';
 import { silentLogger } from '../dist/log.js';
 import { benchArgs, cleanEnv, percentile, say, wholeNumber } from './lib/common.mjs';
 import { CLK_TCK, cpuTicks, machine } from './lib/proc.mjs';
+import { profileTable, summarizeProfile } from './lib/profile.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -43,6 +44,7 @@ const USAGE = `usage: npm run bench:wrap -- [options]
   --rounds R    rounds of each (direct, wrap), alternating (default 5)
   --warmup N    calls before each round's measured ones (default 200)
   --out FILE    the results file whose wrap section is written (default bench/RESULTS.md)
+  --profile     run wrap under node --cpu-prof and print its top functions
   --keep        keep the temp dir`;
 
 /**
@@ -103,6 +105,7 @@ async function round(mode, opts, socks, spool) {
       : mode === 'bare'
         ? ['-e', BARE_PROXY, EVERYTHING]
         : [
+            ...(opts.profileDir && mode === 'wrap' ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir] : []),
             BIN,
             'wrap',
             '--subject',
@@ -203,6 +206,7 @@ async function main() {
       warmup: { type: 'string', default: '200' },
       out: { type: 'string', default: join(HERE, 'RESULTS.md') },
       keep: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
     },
     USAGE,
   );
@@ -212,6 +216,7 @@ async function main() {
     warmup: wholeNumber('warmup', v.warmup, 0),
   };
   const work = await mkdtemp(join(tmpdir(), 'ag-bench-wrap-'));
+  if (v.profile) opts.profileDir = join(work, 'profiles');
   const load0 = loadavg();
   const pgServer = await startEmbedded(join(work, 'pg'), silentLogger(), { adoptRunning: true });
   const base = { host: pgServer.host, port: pgServer.port, user: pgServer.user, password: pgServer.password };
@@ -310,6 +315,12 @@ ${END}
     else text = `${text.trimEnd()}\n\n${section}`;
     await writeFile(v.out, text.endsWith('\n') ? text : `${text}\n`);
     say(`wrote the wrap section of ${v.out}`);
+    if (opts.profileDir) {
+      for (const f of readdirSync(opts.profileDir)) {
+        const p = summarizeProfile(join(opts.profileDir, f), 20, REPO);
+        say(`\nwrap under --cpu-prof (${f}): ${p.busyMs.toFixed(0)} ms busy\n${profileTable(p)}`);
+      }
+    }
     if (stored !== expected) throw new Error(`stored ${stored} entries, expected ${expected}`);
   } finally {
     await serve.stop();
