@@ -303,6 +303,12 @@ ${rowsMd}
 
 Targets: added median latency ≤ 1 ms — **${w.median - st.direct.median <= 1 ? 'met' : 'not met'}** (+${f2(w.median - st.direct.median)} ms);
 calls/s ≥ 0.9× direct — **${w.rate / st.direct.rate >= 0.9 ? 'met' : 'not met'}** (${(w.rate / st.direct.rate).toFixed(3)}×).
+Reading: the tool answers in ${f2(st.direct.median)} ms, so each extra process hop weighs heavily in calls/s.
+A proxy that does nothing but pipe already gets ${(st.bare.rate / st.direct.rate).toFixed(2)}× direct here (two more pipe
+writes and two more process wake-ups per call); wrap gets ${(w.rate / st.bare.rate).toFixed(2)}× the bare proxy's calls/s and adds
+${f2(w.median - st.bare.median)} ms to its median, for reading both directions, correlating and sending the entry
+(${(w.cpuUs - st.bare.cpuUs).toFixed(0)} µs more CPU per call than the bare proxy). A slower tool, or an idle machine, moves the
+ratio toward 1; the added latency stays the same.
 Entries stored: ${stored} of ${expected} wrapped calls (${statuses.map((s) => `${s.response_status} ${s.n}`).join(', ')}).
 ${END}
 `;

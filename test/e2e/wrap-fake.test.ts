@@ -216,7 +216,7 @@ describe('wrap: correlation (ids by type and value, batches, server requests, ca
     await waitFor(
       () => (w.stderr().match(/answered big/g) ?? []).length === 40,
       'the server to answer all',
-      60_000,
+      120_000,
     );
     // Wrap's resident memory over the next 3 s: bounded by its pipes and one inspected message
     // (without backpressure it would take in the 160 MB the server has queued).
@@ -229,11 +229,11 @@ describe('wrap: correlation (ids by type and value, batches, server requests, ca
     expect(w.stdoutBytes()).toBeLessThan(1024 * 1024);
     expect(maxRssKb).toBeLessThan(120 * 1024);
     w.proc.stdout!.resume();
-    await waitFor(() => w.stdoutBytes() > 40 * 4_000_000, 'every answer', 60_000);
+    await waitFor(() => w.stdoutBytes() > 40 * 4_000_000, 'every answer', 120_000);
     w.proc.stdin!.end();
     expect((await w.exited).code).toBe(0);
     expect((await waitRows(subj, 40)).every((x) => x.response_status === 'success')).toBe(true);
-  }, 120_000);
+  }, 300_000);
 });
 
 describe('wrap: the end of the server', () => {

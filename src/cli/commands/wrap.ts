@@ -10,6 +10,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 import { startWrap } from '../../wrap/proxy.js';
 import { AuditSender } from '../../wrap/sender.js';
 import { intAtLeast } from '../common.js';
+import { onForwardedSignals } from '../signals.js';
 import { defaultSocketPath, parseDurationMs } from './serve.js';
 
 interface WrapCliOptions {
@@ -245,12 +246,10 @@ Examples:
         throw err;
       }
       // Signals sent to wrap go on to the server; wrap ends when the server does.
-      const forward = (sig: NodeJS.Signals) => run.signal(sig);
-      const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2'];
-      for (const s of signals) process.on(s, forward);
+      const detach = onForwardedSignals((sig) => run.signal(sig));
       const code = await run.exited;
       const counts = await sender.close(1500);
-      for (const s of signals) process.off(s, forward);
+      detach();
       log.info({ session, ...counts, exitCode: code }, 'wrap: the server ended');
       // The exit code is the server's (§11), 128 + signal included, which runCli's 0/1/2 cannot
       // carry: exit here, once what the server wrote has reached our stdout.
