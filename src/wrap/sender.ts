@@ -98,6 +98,7 @@ export class AuditSender {
   private pumpTimer: NodeJS.Timeout | null = null;
   private readonly coalesceMs: number;
   private closing = false;
+  private warnedSpooling = false;
   private draining = false;
   private spool: Spool | null = null;
   private spoolOpening: Promise<Spool> | null = null;
@@ -329,6 +330,15 @@ export class AuditSender {
       await spool.append(entries, rejects);
       this.spoolDirty = true;
       this.counts.spooled += lines.length;
+      if (!this.warnedSpooling) {
+        this.warnedSpooling = true;
+        this.options.log.warn(
+          { socket: this.options.socket, spool: this.dir },
+          this.closing
+            ? 'wrap: serve did not ack every entry in time; the rest wait in the local spool'
+            : 'wrap: serve is not reachable; entries wait in the local spool until it is (start `audit-gateway serve`, or check --socket)',
+        );
+      }
     } catch (err) {
       this.counts.lost += lines.length;
       this.options.log.error(
@@ -464,7 +474,13 @@ export class AuditSender {
       this.spool.closeCurrent();
       const left = await this.spool.segments();
       if (left.length === 0) rmSync(this.dir, { recursive: true, force: true });
-      else rmSync(join(this.dir, 'owner.pid'), { force: true });
+      else {
+        rmSync(join(this.dir, 'owner.pid'), { force: true });
+        this.options.log.warn(
+          { spool: this.dir, files: left.length },
+          'wrap: entries not yet sent to serve wait in the local spool; the next wrap run sends them (or load them with `audit-gateway replay`)',
+        );
+      }
     }
     return this.counts;
   }
