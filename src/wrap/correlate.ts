@@ -11,7 +11,14 @@
  * races with the response; whichever the proxy sees first decides); `no_response` (the server ended
  * first); `denied` (`--fail-closed` answered it without the server).
  */
-import { idKeyOf, memberText, type OverlongPeek, type RpcLine, type RpcMessage } from './jsonrpc.js';
+import {
+  idKeyOf,
+  memberText,
+  type OverlongPeek,
+  peekOverlong,
+  type RpcLine,
+  type RpcMessage,
+} from './jsonrpc.js';
 
 /** The outcome of a call. */
 export type CallStatus = 'success' | 'error' | 'rpc_error' | 'cancelled' | 'no_response' | 'denied';
@@ -30,6 +37,13 @@ export interface CallRecord {
   status: CallStatus;
   errorMessage: string | null;
 }
+
+const RESULT = Buffer.from('"result"');
+const ERROR = Buffer.from('"error"');
+const IS_ERROR = Buffer.from('"isError"');
+const METHOD = Buffer.from('"method"');
+/** Bytes of each end of a line that the fast path looks at for the id. */
+const PEEK_BYTES = 512;
 
 /** The longest `error_message` kept, in characters (an entry must fit serve's line limit). */
 export const MAX_ERROR_CHARS = 16 * 1024;
@@ -131,6 +145,30 @@ export class Correlator {
         this.finish(key, p, 'cancelled', typeof params?.reason === 'string' ? clip(params.reason) : null);
       }
     }
+  }
+
+  /**
+   * The fast path for a server line (its bytes, LF removed): a plain successful result for a call
+   * that waits (an object with a `result` member, no `error`, `isError` or `method` key anywhere, whose id
+   * stands among its first members or as its last one) closes that call as `success` without
+   * decoding or parsing the line, so a large result (a file's content) costs a few byte scans.
+   * Anything else returns false, and the line goes through {@link fromServer}. The line's JSON is
+   * not validated here: a malformed line that looks like a result is recorded as `success`.
+   */
+  fastServerResult(line: Buffer): boolean {
+    if (this.pending.size === 0 || line.length < 2 || line[0] !== 0x7b) return false;
+    if (!line.includes(RESULT) || line.includes(ERROR) || line.includes(IS_ERROR) || line.includes(METHOD)) {
+      return false;
+    }
+    let end = line.length;
+    while (end > 0 && (line[end - 1] === 0x0d || line[end - 1] === 0x20 || line[end - 1] === 0x09)) end--;
+    if (line[end - 1] !== 0x7d) return false;
+    const p = peekOverlong(line.subarray(0, PEEK_BYTES), line.subarray(Math.max(0, end - PEEK_BYTES), end));
+    if (p.method !== null || p.idKey === null || p.idKey === this.initializeKey) return false;
+    const pending = this.pending.get(p.idKey);
+    if (!pending) return p.idKey !== null;
+    this.finish(p.idKey, pending, 'success', null);
+    return true;
   }
 
   /** A line from the server. */

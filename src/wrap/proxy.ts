@@ -158,6 +158,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
   const serverLines = new LineSplitter(o.maxMessageBytes, () => correlator.waiting);
   const inspectServer: LineSink = (line, overlong) => {
     if (line !== null) {
+      if (correlator.fastServerResult(line)) return;
       const rpc = readLine(line.toString('utf8'));
       if (rpc) correlator.fromServer(rpc);
     } else if (overlong) {

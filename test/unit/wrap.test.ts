@@ -305,3 +305,87 @@ describe('peekOverlong', () => {
     }
   });
 });
+
+describe('Correlator.fastServerResult', () => {
+  /** A response or server request in one of the member orders peers use. */
+  const message = fc.record({
+    id: fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constantFrom('0', '1', 'a"b')),
+    kind: fc.constantFrom('result', 'isError', 'error', 'request'),
+    body: fc.jsonValue({ maxDepth: 3 }),
+    order: fc.constantFrom('id-first', 'id-last', 'jsonrpc-last'),
+  });
+  const text = (m: { id: unknown; kind: string; body: unknown; order: string }) => {
+    const payload: Record<string, unknown> =
+      m.kind === 'error'
+        ? { error: { code: -1, message: JSON.stringify(m.body) } }
+        : m.kind === 'request'
+          ? { method: 'sampling/createMessage', params: { result: m.body } }
+          : {
+              result: {
+                content: [{ type: 'text', text: JSON.stringify(m.body) }],
+                extra: m.body,
+                ...(m.kind === 'isError' ? { isError: true } : {}),
+              },
+            };
+    const o =
+      m.order === 'id-first'
+        ? { jsonrpc: '2.0', id: m.id, ...payload }
+        : m.order === 'id-last'
+          ? { ...payload, jsonrpc: '2.0', id: m.id }
+          : { id: m.id, ...payload, jsonrpc: '2.0' };
+    return JSON.stringify(o);
+  };
+
+  it('takes the plain results of SDK servers, and leaves the rest to the full parse', () => {
+    const calls: CallRecord[] = [];
+    const c = new Correlator(
+      (r) => calls.push(r),
+      () => 0,
+    );
+    for (const id of [7, 8, 9])
+      c.fromClient(readLine(`{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"t"}}`)!);
+    expect(
+      c.fastServerResult(
+        Buffer.from(
+          '{"result":{"content":[{"type":"text","text":"a \\"error\\" b"}]},"jsonrpc":"2.0","id":7}\r',
+        ),
+      ),
+    ).toBe(true);
+    expect(c.fastServerResult(Buffer.from('{"jsonrpc":"2.0","id":8,"result":{"content":[]}}'))).toBe(true);
+    expect(
+      c.fastServerResult(Buffer.from('{"jsonrpc":"2.0","id":9,"result":{"content":[],"isError":true}}')),
+    ).toBe(false);
+    expect(c.fastServerResult(Buffer.from('[{"jsonrpc":"2.0","id":9,"result":{}}]'))).toBe(false);
+    expect(calls.map((x) => [x.idText, x.status])).toEqual([
+      ['7', 'success'],
+      ['8', 'success'],
+    ]);
+  });
+
+  it('closes calls exactly as the full parse does, whatever the server sends', () => {
+    fc.assert(
+      fc.property(fc.array(message, { maxLength: 10 }), (msgs) => {
+        const run = (fast: boolean) => {
+          const calls: CallRecord[] = [];
+          const c = new Correlator(
+            (r) => calls.push(r),
+            () => 0,
+          );
+          for (const id of [0, 1, 2, 3, '0', '1', 'a"b']) {
+            c.fromClient(
+              readLine(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 't' } }))!,
+            );
+          }
+          for (const m of msgs) {
+            const line = Buffer.from(text(m));
+            if (!(fast && c.fastServerResult(line))) c.fromServer(readLine(line.toString())!);
+          }
+          c.endAll('end');
+          return calls.map(({ startedAt: _, ...rest }) => rest);
+        };
+        expect(run(true)).toEqual(run(false));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
