@@ -48,7 +48,7 @@ export interface SenderOptions {
   ackTimeoutMs?: number;
   /** Longest wait between reconnection attempts, ms (default 5 s). */
   maxBackoffMs?: number;
-  /** Entries are written to serve at most this often, together, ms (default 5). */
+  /** Entries are written to serve at most this often, together, ms (default 50: audit entries need no haste, and fewer writes mean fewer wake-ups of wrap and serve). */
   coalesceMs?: number;
   log: Logger;
 }
@@ -116,7 +116,7 @@ export class AuditSender {
     this.maxInMemory = options.maxInMemory ?? 10_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
-    this.coalesceMs = options.coalesceMs ?? 5;
+    this.coalesceMs = options.coalesceMs ?? 50;
     this.dir = join(options.spoolRoot, options.session);
     this.firstAttempt = new Promise((resolve) => this.connect(resolve));
   }
