@@ -80,11 +80,17 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
   const stdout = o.stdout ?? process.stdout;
   const log = o.log;
   const learned = { serverName: null as string | null, clientInfoText: null as string | null };
-  const correlator = new Correlator((call: CallRecord) => {
-    learned.serverName = correlator.serverName;
-    learned.clientInfoText = correlator.clientInfoText;
-    o.sink.send(entryLine(call, o.session, learned));
-  });
+  // latency_ms runs from the moment a chunk holding the request arrived to the moment the one
+  // holding the response did: taken before the chunk is forwarded and inspected.
+  let arrivedAt = performance.now();
+  const correlator = new Correlator(
+    (call: CallRecord) => {
+      learned.serverName = correlator.serverName;
+      learned.clientInfoText = correlator.clientInfoText;
+      o.sink.send(entryLine(call, o.session, learned));
+    },
+    () => arrivedAt,
+  );
 
   const child: ChildProcess = spawn(o.command, o.args, {
     stdio: ['pipe', 'pipe', 'inherit'],
@@ -166,6 +172,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
     }
   };
   childOut.on('data', (chunk: Buffer) => {
+    arrivedAt = performance.now();
     if (injections.length > 0 && serverMidLine) {
       const nl = chunk.indexOf(0x0a);
       if (nl >= 0) {
@@ -199,6 +206,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
   const endClientInput = () => {
     if (clientEnded) return;
     clientEnded = true;
+    arrivedAt = performance.now();
     if (o.failClosed) clientLines.end((line) => failClosedLine(line, false));
     else clientLines.end(inspectClient);
     childIn.end();
@@ -233,6 +241,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
     writeIn(terminated ? Buffer.concat([line, LF]) : line);
   };
   stdin.on('data', (chunk: Buffer) => {
+    arrivedAt = performance.now();
     if (o.failClosed) {
       clientLines.push(chunk, (line) => failClosedLine(line, true));
     } else {
@@ -249,6 +258,7 @@ export async function startWrap(o: WrapOptions): Promise<WrapRun> {
       if (killTimer) clearTimeout(killTimer);
       serverLines.end(inspectServer);
       const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+      arrivedAt = performance.now();
       correlator.endAll(`the server ended (${how}) before it answered`);
       for (const b of injections.splice(0)) writeOut(b);
       stdin.removeAllListeners('data');
