@@ -17,6 +17,7 @@ import { registerServe } from './commands/serve.js';
 import { registerStats } from './commands/stats.js';
 import { registerTail } from './commands/tail.js';
 import { registerVerify } from './commands/verify.js';
+import { registerWrap } from './commands/wrap.js';
 import { applyConfig, type ConfigFile, loadConfigFile, validateConfig } from './config.js';
 import { guardStdout } from './output.js';
 
@@ -71,6 +72,7 @@ export function buildProgram(): Command {
   registerCompletion(program, version());
   registerVerify(program);
   registerRetention(program);
+  registerWrap(program);
   for (const cmd of program.commands) cmd.exitOverride();
   // The configuration file fills every option left at its default, for every command (cli/config.ts).
   program.hook('preAction', (root, action) => {

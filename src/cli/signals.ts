@@ -40,3 +40,24 @@ export function onStopSignals(
 export function exitIfStuck(graceMs: number): void {
   setTimeout(() => process.exit(), graceMs).unref();
 }
+
+/** The signals `wrap` passes on to the server it runs (SIGUSR1 stays Node's debugger signal). */
+export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR2',
+];
+
+/**
+ * Calls `forward` with each of {@link FORWARDED_SIGNALS} received, instead of ending the process
+ * (`wrap` ends when its server does, CONTRACT.md §11).
+ * @returns a function that removes the handlers.
+ */
+export function onForwardedSignals(forward: (signal: NodeJS.Signals) => void): () => void {
+  for (const s of FORWARDED_SIGNALS) process.on(s, forward);
+  return () => {
+    for (const s of FORWARDED_SIGNALS) process.off(s, forward);
+  };
+}

@@ -1,7 +1,7 @@
 /**
  * The architecture of README.md, enforced: each module imports only from its own layer or the
- * layers below it (entry < db < ingest | read < retention < cli < bin), and errors/log/util/integrity
- * are leaves.
+ * layers below it (entry < db < ingest | read < retention | wrap < cli < bin), and
+ * errors/log/util/integrity are leaves.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -24,7 +24,9 @@ const MAY_IMPORT: Record<string, string[]> = {
   ingest: ['ingest', 'db', 'entry', 'leaf'],
   read: ['read', 'db', 'entry', 'leaf'],
   retention: ['retention', 'read', 'db', 'entry', 'leaf'],
-  cli: ['cli', 'ingest', 'read', 'retention', 'db', 'entry', 'leaf'],
+  // wrap reuses ingest's spool format (so replay reads its spool); db only for the spool's types.
+  wrap: ['wrap', 'ingest', 'db', 'entry', 'leaf'],
+  cli: ['cli', 'wrap', 'ingest', 'read', 'retention', 'db', 'entry', 'leaf'],
   bin: ['cli'],
 };
 
