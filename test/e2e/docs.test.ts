@@ -92,7 +92,7 @@ describe('completion and man page', () => {
       expect(r.stderr).toBe('');
       return r.stdout.trim().split('\n').filter(Boolean);
     };
-    expect((await complete(['audit-gateway', 're'])).sort()).toEqual(['rejects', 'replay']);
+    expect((await complete(['audit-gateway', 're'])).sort()).toEqual(['rejects', 'replay', 'retention']);
     expect(await complete(['audit-gateway', 'stats', '--so'])).toEqual(['--sort']);
     expect(await complete(['audit-gateway', 'stats', '--sort', 'p'])).toEqual(['p50', 'p95', 'p99']);
     expect(await complete(['audit-gateway', 'serve', '--log-level', 'd'])).toEqual(['debug']);
