@@ -6,10 +6,9 @@
 --   Merkle leaves (32 bytes per row, in id order) and root, and the record's own hash. The primary
 --   key (chain_id, seq) and UNIQUE (chain_id, prev_hash) make a fork a constraint error.
 -- audit_checkpoint: signed checkpoints over every chain's head.
--- audit_retention: what retention removed (CONTRACT.md §10; written by `retention`, which drops
---   whole partitions: DROP/DETACH fire no row or TRUNCATE trigger). verify reports missing rows
---   whose ids a retention record lists as removed by retention, not as tampering.
--- audit_log, audit_batch, audit_checkpoint and audit_retention refuse UPDATE, DELETE and
+-- audit_retention (migration 1764400000005): what retention removed; verify reports missing rows
+--   whose ids a retention record lists (its `ids` ranges) as removed by retention, not as tampering.
+-- audit_log, audit_batch and audit_checkpoint refuse UPDATE, DELETE and
 -- TRUNCATE (statement triggers); audit_chain refuses DELETE and TRUNCATE.
 -- Rows stored before this migration are bound into batches of chain 'adopted-1764400000004',
 -- kind 'adopted', 10,000 rows each, in id order. The canonical row and the record hash are those of
@@ -52,13 +51,6 @@ CREATE TABLE audit_checkpoint (
   line        TEXT        NOT NULL
 );
 
-CREATE TABLE audit_retention (
-  id          BIGSERIAL   PRIMARY KEY,
-  made_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
-  ids         TEXT        NOT NULL,
-  note        TEXT        NOT NULL
-);
-
 CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'audit-gateway: % on % is refused: the table is append-only (CONTRACT.md §9); retention removes whole partitions', TG_OP, TG_TABLE_NAME
@@ -81,8 +73,6 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audi
 CREATE TRIGGER audit_batch_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_batch
   FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 CREATE TRIGGER audit_checkpoint_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_checkpoint
-  FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
-CREATE TRIGGER audit_retention_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_retention
   FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 CREATE TRIGGER audit_chain_append_only BEFORE DELETE OR TRUNCATE ON audit_chain
   FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
@@ -173,6 +163,6 @@ DROP FUNCTION pg_temp.id_ranges(bigint[]);
 
 -- Down Migration
 DROP TRIGGER audit_log_append_only ON audit_log;
-DROP TABLE audit_checkpoint, audit_batch, audit_retention, audit_chain;
+DROP TABLE audit_checkpoint, audit_batch, audit_chain;
 DROP FUNCTION audit_chain_forward();
 DROP FUNCTION audit_append_only();

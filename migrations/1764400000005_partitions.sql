@@ -48,6 +48,10 @@ CREATE TABLE audit_retention (
   last_timestamp  TIMESTAMPTZ,
   min_id          BIGINT,
   max_id          BIGINT,
+  -- The exact ids of the removed rows as ascending ranges ('1-500,731,900-1200'): verify reports
+  -- a chained row missing among them as removed by retention, not as tampering (a day's ids are not
+  -- one range: entries of other days arrive between them).
+  ids             TEXT        NOT NULL DEFAULT '',
   -- The archive (file name only, its SHA-256 in hex and its size), or null when not archived.
   archive_file    TEXT,
   archive_sha256  TEXT,
@@ -56,6 +60,9 @@ CREATE TABLE audit_retention (
   removed_by      TEXT        NOT NULL
 );
 CREATE INDEX audit_retention_day_idx ON audit_retention (day);
+-- Append-only like the chain tables (migration 1764400000004's function).
+CREATE TRIGGER audit_retention_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_retention
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 
 CREATE FUNCTION audit_log_partition_name(day date) RETURNS text
   LANGUAGE sql IMMUTABLE STRICT

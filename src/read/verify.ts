@@ -289,7 +289,20 @@ export async function verifyDatabase(
       return [];
     }
   });
-  const removedByRetention = (id: bigint) => retained.some(([a, b]) => id >= a && id <= b);
+  retained.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  /** True when a retention record lists `id` (binary search over the sorted ranges). */
+  const removedByRetention = (id: bigint): boolean => {
+    let lo = 0;
+    let hi = retained.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const [a, b] = retained[mid]!;
+      if (id < a) hi = mid - 1;
+      else if (id > b) lo = mid + 1;
+      else return true;
+    }
+    return false;
+  };
 
   let scanFrom = 1n;
   let scanTo: bigint | null = null;

@@ -171,9 +171,18 @@ export async function runRetention(
             last: Date | null;
             min_id: string | null;
             max_id: string | null;
+            ids: string;
           }>(
-            `SELECT count(*)::text AS n, min("timestamp") AS first, max("timestamp") AS last,
-                    min(id)::text AS min_id, max(id)::text AS max_id FROM ${client.escapeIdentifier(p.name)}`,
+            // ids: the removed rows' ids as ascending ranges (gaps and islands), for verify
+            `WITH r AS (SELECT min(id) AS lo, max(id) AS hi
+                          FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS g
+                                  FROM ${client.escapeIdentifier(p.name)}) s GROUP BY g)
+             SELECT (SELECT count(*) FROM ${client.escapeIdentifier(p.name)})::text AS n,
+                    (SELECT min("timestamp") FROM ${client.escapeIdentifier(p.name)}) AS first,
+                    (SELECT max("timestamp") FROM ${client.escapeIdentifier(p.name)}) AS last,
+                    (SELECT min(lo) FROM r)::text AS min_id, (SELECT max(hi) FROM r)::text AS max_id,
+                    coalesce((SELECT string_agg(CASE WHEN lo = hi THEN lo::text ELSE lo || '-' || hi END, ','
+                                                ORDER BY lo) FROM r), '') AS ids`,
           )
         ).rows[0]!;
         const entries = Number(stats.n);
@@ -189,8 +198,8 @@ export async function runRetention(
         }
         await client.query(
           `INSERT INTO audit_retention (day, partition_name, cutoff, entries, first_timestamp, last_timestamp,
-             min_id, max_id, archive_file, archive_sha256, archive_bytes, removed_by)
-           VALUES ($1::date, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+             min_id, max_id, archive_file, archive_sha256, archive_bytes, removed_by, ids)
+           VALUES ($1::date, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
           [
             p.day,
             p.name,
@@ -204,6 +213,7 @@ export async function runRetention(
             result.archive?.sha256 ?? null,
             result.archive?.bytes ?? null,
             `${hostname()} pid ${process.pid}`,
+            stats.ids,
           ],
         );
         await withLockRetries(client, tries, log, `DETACH ${p.name}`, async () => {

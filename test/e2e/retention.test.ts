@@ -235,3 +235,63 @@ describe('retention', () => {
     expect(await s.stop()).toBe(0);
   });
 });
+
+describe('retention and verify (CONTRACT.md §9, §10)', () => {
+  it('rows retention removed are reported as retention, not tampering; a kept row deleted among them is a fault', async () => {
+    const db = await createTestDatabase('retverify');
+    try {
+      const writer = new BatchWriter(db.pool, silentLogger(), { chainId: 'ret-verify' });
+      // Each batch mixes two old days and today, so the old days' ids are not one range: a row of
+      // today has an id between removed ones.
+      for (let round = 0; round < 4; round++) {
+        const lines: string[] = [];
+        for (const d of [9, 8, 0]) {
+          for (let k = 0; k < 5; k++) {
+            lines.push(
+              entryLine(rid('e14b0000', round * 100 + d * 10 + k), {
+                timestamp: new Date(Date.now() - d * DAY - k * 1000).toISOString(),
+              }),
+            );
+          }
+        }
+        await writer.write(
+          lines.map((l) => writeEntryOf(l)),
+          [],
+        );
+      }
+      const r = await runCli(['retention', '--database-url', db.url, '--older-than', olderThan(7)]);
+      expect(r.code, r.stderr).toBe(0);
+      const v = await runCli(['verify', '--database-url', db.url, '--output', 'json']);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      const report = JSON.parse(v.stdout) as { removedByRetention: number; faults: unknown[]; rows: number };
+      expect(report.faults).toEqual([]);
+      expect(report.removedByRetention).toBe(40);
+
+      // a row of today whose id lies between removed ids, deleted by a superuser with triggers off
+      const victim = (
+        await db.query<{ id: string }>(
+          `SELECT id::text FROM audit_log WHERE request_id::text LIKE 'e14b0000%' ORDER BY id LIMIT 1 OFFSET 10`,
+        )
+      ).rows[0]!.id;
+      const removed = await db.query<{ lo: string; hi: string }>(
+        'SELECT min(min_id)::text AS lo, max(max_id)::text AS hi FROM audit_retention',
+      );
+      expect(BigInt(victim)).toBeGreaterThan(BigInt(removed.rows[0]!.lo));
+      expect(BigInt(victim)).toBeLessThan(BigInt(removed.rows[0]!.hi));
+      const c = await db.pool.connect();
+      try {
+        await c.query('SET session_replication_role = replica');
+        await c.query('DELETE FROM audit_log WHERE id = $1', [victim]);
+        await c.query('RESET session_replication_role');
+      } finally {
+        c.release();
+      }
+      const v2 = await runCli(['verify', '--database-url', db.url, '--output', 'json']);
+      expect(v2.code, v2.stdout + v2.stderr).toBe(3);
+      const faults = (JSON.parse(v2.stdout) as { faults: { rowId?: string }[] }).faults;
+      expect(faults.map((f) => f.rowId)).toContain(victim);
+    } finally {
+      await db.drop();
+    }
+  });
+});

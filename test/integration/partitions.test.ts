@@ -12,6 +12,7 @@ import { migrate } from '../../src/db/migrate.js';
 import { PartitionKeeper, utcDayOf } from '../../src/db/partitions.js';
 import { BatchWriter, type WriteEntry } from '../../src/db/writer.js';
 import { silentLogger } from '../../src/log.js';
+import { verifyDatabase } from '../../src/read/verify.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeEntryOf } from '../helpers/entries.js';
 
@@ -72,8 +73,17 @@ describe('migrate converts an unpartitioned audit_log', () => {
         `SELECT count(DISTINCT ("timestamp" AT TIME ZONE 'UTC')::date)::int AS n FROM audit_log`,
       )
     ).rows[0]!.n;
-    expect(await up(d)).toEqual(['1764400000005_partitions']);
+    // 0003 and 0004 (reject key, chains: the rows are bound into adopted batches), then 0005
+    expect(await up(d)).toEqual([
+      '1764400000003_reject-key',
+      '1764400000004_chains',
+      '1764400000005_partitions',
+    ]);
     expect((await d.query(ROWS_SQL)).rows).toEqual(before);
+    // CONTRACT.md §10: the conversion keeps each row's chain: verify finds the adopted batches intact
+    const report = await verifyDatabase(d.pool, d.db, silentLogger());
+    expect(report.faults).toEqual([]);
+    expect(report.rows).toBe(600);
     const l = await layout(d);
     expect(l.kind).toBe('p');
     expect(l.parts.length).toBeGreaterThanOrEqual(days);
