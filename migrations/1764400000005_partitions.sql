@@ -200,6 +200,9 @@ CREATE UNIQUE INDEX audit_log_timestamp_request_id_key ON audit_log ("timestamp"
 CREATE INDEX audit_log_request_id_hash_idx ON audit_log USING hash (request_id);
 CREATE INDEX audit_log_client_subject_idx ON audit_log (client_subject);
 CREATE INDEX audit_log_tool_name_idx ON audit_log (tool_name);
+-- The append-only trigger of migration 1764400000004, on the table that replaces the partitioned one.
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 DROP FUNCTION audit_log_ensure_partitions(text[]);
 DROP FUNCTION audit_log_make_partition(date);
 DROP FUNCTION audit_log_partition_name(date);

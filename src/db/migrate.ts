@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import type pg from 'pg';
+import { AuditGatewayError, isRetryable, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 
 /** The folder of the shipped migrations (`<package>/migrations`, beside `dist/`). */
@@ -28,6 +29,8 @@ export interface MigrationStatus {
  * Applies (`up`) or reverts (`down`) migrations on a connected client.
  * @param count how many to apply or revert; `Infinity` for all pending (up); down defaults to 1.
  * @returns the names of the migrations that ran.
+ * @throws AuditGatewayError naming the migration that failed (one line; the SQL goes to the debug
+ *   log); the connection's own error when it is lost (`isRetryable`).
  */
 export async function migrate(
   client: pg.ClientBase,
@@ -35,23 +38,38 @@ export async function migrate(
   log: Logger,
   count?: number,
 ): Promise<string[]> {
-  const ran = await runner({
-    dbClient: client,
-    dir: MIGRATIONS_DIR,
-    migrationsTable: MIGRATIONS_TABLE,
-    direction,
-    count: count ?? (direction === 'up' ? Number.POSITIVE_INFINITY : 1),
-    advisoryLockMode: 'wait',
-    checkOrder: true,
-    singleTransaction: true,
-    logger: {
-      debug: (m: string) => log.debug(m),
-      info: (m: string) => log.debug(m),
-      warn: (m: string) => log.warn(m),
-      error: (m: string) => log.error(m),
-    },
-  });
-  return ran.map((m) => m.name);
+  let current: string | undefined;
+  try {
+    const ran = await runner({
+      dbClient: client,
+      dir: MIGRATIONS_DIR,
+      migrationsTable: MIGRATIONS_TABLE,
+      direction,
+      count: count ?? (direction === 'up' ? Number.POSITIVE_INFINITY : 1),
+      advisoryLockMode: 'wait',
+      checkOrder: true,
+      singleTransaction: true,
+      logger: {
+        debug: (m: string) => log.debug(m),
+        info: (m: string) => {
+          current = /^### MIGRATION (\S+) /.exec(m)?.[1] ?? current;
+          log.debug(m);
+        },
+        warn: (m: string) => log.warn(m),
+        // node-pg-migrate logs the whole SQL of a failed migration: for --log-level debug only
+        error: (m: string) => log.debug(m),
+      },
+    });
+    return ran.map((m) => m.name);
+  } catch (err) {
+    // A lost connection stays what it is (retried or reported by the caller as unreachable).
+    if (isRetryable(err)) throw err;
+    throw new AuditGatewayError(
+      `migrate ${direction}${current ? `: migration ${current}` : ''} failed: ${messageOf(err)}; nothing was applied (the pending migrations run in one transaction); 'audit-gateway migrate status' lists them`,
+      1,
+      { cause: err },
+    );
+  }
 }
 
 /** Every shipped migration with its state, in order. */

@@ -105,6 +105,28 @@ describe('migrate', () => {
     expect((await d.query('SELECT count(*)::int AS n FROM _sqlx_migrations')).rows[0]?.n).toBe(1);
   });
 
+  it('a migration that fails: one line naming it and the fix, nothing applied, the SQL only in the debug log', async () => {
+    const d = await fresh('fail');
+    // a table in the way of migration 1764400000004 (a half-done manual change, say)
+    await d.query('CREATE TABLE audit_chain (x int)');
+    const c = await d.pool.connect();
+    try {
+      const err = await migrate(c, 'up', silentLogger()).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err?.message).toMatch(
+        /^migrate up: migration 1764400000004_chains failed: relation "audit_chain" already exists; nothing was applied .*migrate status/,
+      );
+      expect(err?.message).not.toContain('\n');
+      expect(await migrationStatus(c)).toSatisfy((all: { runOn: Date | null }[]) =>
+        all.every((m) => m.runOn === null),
+      );
+    } finally {
+      c.release();
+    }
+  });
+
   it('down then up keeps every row', async () => {
     const d = await fresh('mig_down');
     await up(d);
