@@ -128,6 +128,13 @@ BEGIN
 END
 $$;
 
+-- Writers make partitions through these two functions only: they run with the owner's rights
+-- (SECURITY DEFINER, the search_path fixed as the migration had it), so `audit_writer` (insert only,
+-- `migrate --roles`) needs no CREATE on the schema; EXECUTE is granted to it, and to no one else.
+ALTER FUNCTION audit_log_make_partition(date) SECURITY DEFINER SET search_path FROM CURRENT;
+ALTER FUNCTION audit_log_ensure_partitions(text[]) SECURITY DEFINER SET search_path FROM CURRENT;
+REVOKE EXECUTE ON FUNCTION audit_log_make_partition(date), audit_log_ensure_partitions(text[]) FROM PUBLIC;
+
 DO $$
 DECLARE
   seq text;

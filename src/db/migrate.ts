@@ -121,6 +121,8 @@ export async function createRoles(client: pg.ClientBase): Promise<string[]> {
     `GRANT SELECT, INSERT ON audit_log, audit_reject, audit_batch, audit_checkpoint, audit_chain TO ${w}`,
   );
   await client.query(`GRANT UPDATE (head_seq, head_hash) ON audit_chain TO ${w}`);
+  // CONTRACT.md §10: the writer makes the partitions of its batches' days (a SECURITY DEFINER function)
+  await client.query(`GRANT EXECUTE ON FUNCTION audit_log_ensure_partitions(text[]) TO ${w}`);
   const seqs = await client.query<{ s: string }>(
     `SELECT pg_get_serial_sequence(t, 'id') AS s FROM unnest(ARRAY['audit_log', 'audit_reject', 'audit_checkpoint']) t`,
   );

@@ -7,7 +7,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Background, run } from '../helpers/cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, ensurePartitionsBack, type TestDatabase } from '../helpers/db.js';
 
 let t: TestDatabase;
 
@@ -41,6 +41,8 @@ describe('ids across powers of ten, more than a page', () => {
   let small: string[];
 
   beforeAll(async () => {
+    // plain SQL: the day's partition is made here (the writer makes its own, CONTRACT.md §10)
+    await ensurePartitionsBack(t.pool, 0, ['2026-11-01T10:00:00Z']);
     // ids 1..15 (crossing 9 → 10, equal timestamps), then the sequence at 990
     small = await insertBatch(t.pool, 15, 'small');
     await t.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), 990)`);

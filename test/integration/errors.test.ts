@@ -38,7 +38,7 @@ describe('data errors are rejects', () => {
     ['22007 bad datetime', "SELECT '2026-13-45'::timestamptz"],
     ['22003 out of range', 'SELECT 9223372036854775807::bigint + 1'],
     ['22021 bad encoding', "SELECT convert_from('\\xff'::bytea, 'UTF8')"],
-    ['23502 not null', 'INSERT INTO audit_log (request_id) VALUES (NULL)'],
+    ['23502 not null', 'INSERT INTO audit_log (request_id, "timestamp") VALUES (NULL, now())'],
   ])('%s', async (_name, sql) => {
     const err = await errorOf(sql);
     expect(sqlState(err)).toMatch(/^2[23]/);

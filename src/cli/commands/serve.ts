@@ -384,6 +384,16 @@ Examples:
     let upkeep: ReturnType<typeof startUpkeep> | undefined;
     let upkeepPool: ReturnType<typeof createPool> | undefined;
     try {
+      // The spool dir first: a forged or unsafe one is refused before anything else happens.
+      const spool = await Spool.open(
+        {
+          dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
+          inDataDir: opts.spoolDir === undefined,
+          maxBytes: opts.maxSpoolBytes,
+          parse: { redactKeys: parseRedactKeys(opts.redactKeys) },
+        },
+        log,
+      );
       await withClient(pool, db, async (client) => {
         if (!opts.migrate) return;
         // Loaded here, not at start-up: every other command would pay for node-pg-migrate.
@@ -417,15 +427,6 @@ Examples:
       // CONTRACT.md §10: partitions made ahead (hourly) and --retention (daily), on a pool of their own.
       upkeepPool = createPool(db, log, 2);
       upkeep = startUpkeep(upkeepPool, db, log, { retentionMs: opts.retention, archiveDir: opts.archiveDir });
-      const spool = await Spool.open(
-        {
-          dir: opts.spoolDir ?? join(opts.dataDir, 'spool'),
-          inDataDir: opts.spoolDir === undefined,
-          maxBytes: opts.maxSpoolBytes,
-          parse: { redactKeys: parseRedactKeys(opts.redactKeys) },
-        },
-        log,
-      );
       // The metrics read the daemon's totals at scrape time (the closures run after it exists).
       // prom-client is loaded only by serve: the read commands start faster without it.
       const { DaemonMetrics } = await import('../../ingest/metrics.js');
