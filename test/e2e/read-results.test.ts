@@ -156,8 +156,12 @@ describe('export --output FILE: whole or not at all (CONTRACT.md §7)', () => {
 describe('a stored infinity timestamp (forged by a superuser) is shown, never crashed on', () => {
   beforeAll(async () => {
     // No day's partition holds ±infinity (CONTRACT.md §10): the superuser forges those too.
-    await t.query(`CREATE TABLE forged_pinf PARTITION OF audit_log FOR VALUES FROM ('infinity') TO (MAXVALUE)`);
-    await t.query(`CREATE TABLE forged_minf PARTITION OF audit_log FOR VALUES FROM ('-infinity') TO ('1900-01-01')`);
+    await t.query(
+      `CREATE TABLE forged_pinf PARTITION OF audit_log FOR VALUES FROM ('infinity') TO (MAXVALUE)`,
+    );
+    await t.query(
+      `CREATE TABLE forged_minf PARTITION OF audit_log FOR VALUES FROM ('-infinity') TO ('1900-01-01')`,
+    );
     await t.query(
       `INSERT INTO audit_log (request_id, "timestamp", client_subject, tool_name, response_status)
        VALUES ('f0000000-0000-4000-8000-000000000001', 'infinity', 'mallory', 'x', 'success'),
