@@ -6,7 +6,9 @@
  *   a. psql \copy of the rows in COPY text format (the ceiling)
  *   b. one INSERT per row with a pool of 5 (the seed gateway's writer), on a subset
  *   c. `audit-gateway serve` end to end over its Unix socket: unacked and acked, 1 and 16 clients;
- *      ack latency at 10% and 100% of the acked throughput; the daemon's CPU and peak RSS
+ *      ack latency at 10% and 100% of the acked throughput; the daemon's CPU and peak RSS; the cost
+ *      of the hash chains (unacked, 1 client, with and without them, alternated, best of two each)
+ *      and `verify`'s rate over what serve stored
  *   d. a peer daemon (rsyslog + ompgsql) reading the same NDJSON from a Unix socket, when installed
  *
  * It starts its own embedded Postgres in a temp dir (never a shared server) and writes
@@ -357,8 +359,29 @@ function result(data, rows, m, extra = {}) {
 // ---------------------------------------------------------------------------------------------
 // a. psql \copy
 
+/**
+ * The UTC days of the rows (the COPY file's timestamp column, read once per data set): psql \copy
+ * makes no partition (CONTRACT.md §10), so the reference gets its partitions made first, as serve's
+ * writer makes them before its COPY.
+ */
+async function ensureDataPartitions(db, data) {
+  if (!data.days) {
+    const days = new Set();
+    const text = readFileSync(data.copyPath, 'utf8');
+    for (let i = 0; i < text.length; ) {
+      const nl = text.indexOf('\n', i);
+      const tab = text.indexOf('\t', i);
+      days.add(text.slice(tab + 1, text.indexOf('\t', tab + 1)));
+      i = nl < 0 ? text.length : nl + 1;
+    }
+    data.days = [...days];
+  }
+  await db.client.query('SELECT audit_log_ensure_partitions($1::text[])', [data.days]);
+}
+
 async function runPsqlCopy(db, data) {
   await reset(db);
+  await ensureDataPartitions(db, data);
   const copyCmd = `\\copy audit_log (${COLS}) FROM '${data.copyPath.replaceAll("'", "''")}'`;
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', db.cfg.host, '-p', String(db.cfg.port)];
   args.push('-U', db.cfg.user, '-d', db.cfg.database, '-c', copyCmd);
@@ -423,12 +446,12 @@ async function runPerRow(db, data) {
 // ---------------------------------------------------------------------------------------------
 // c. serve
 
-async function startServe(work, db, { cpuProfDir } = {}) {
+async function startServe(work, db, { cpuProfDir, serveArgs = [] } = {}) {
   const dir = await mkdtemp(join(work, 'serve-'));
   const sock = join(dir, 's.sock');
   const nodeArgs = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [];
   const args = [...nodeArgs, BIN, 'serve', '--database-url', db.url, '--socket', sock, '--data-dir', dir];
-  args.push('--no-migrate', '--log-level', 'warn');
+  args.push('--no-migrate', '--log-level', 'error', ...serveArgs);
   const proc = spawn(process.execPath, args, {
     cwd: REPO,
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -562,9 +585,9 @@ function sendRange(sock, data, from, to, ack) {
   });
 }
 
-async function runServe(work, db, data, { conns, ack, cpuProfDir }) {
+async function runServe(work, db, data, { conns, ack, cpuProfDir, serveArgs, verify }) {
   await reset(db);
-  const serve = await startServe(work, db, { cpuProfDir });
+  const serve = await startServe(work, db, { cpuProfDir, serveArgs });
   const watch = await watchCommits(db);
   try {
     const m = meter(db, serve.pid);
@@ -593,7 +616,9 @@ async function runServe(work, db, data, { conns, ack, cpuProfDir }) {
     const c = await countRows(db);
     if (c.n !== data.rows) throw new Error(`serve stored ${c.n} rows, expected ${data.rows}`);
     if (ack && acks !== data.rows) throw new Error(`serve sent ${acks} acks, expected ${data.rows}`);
+    const verified = verify ? await runVerify(db, data.rows) : {};
     return result(data, data.rows, r, {
+      ...verified,
       peakRssMb,
       acks,
       failed,
@@ -606,6 +631,42 @@ async function runServe(work, db, data, { conns, ack, cpuProfDir }) {
   } finally {
     await watch.close();
   }
+}
+
+/**
+ * `audit-gateway verify` over what serve stored (a full run: every row's leaf, every batch, every
+ * checkpoint): its rate in rows/s, its CPU and Postgres's. It must find the database intact.
+ */
+async function runVerify(db, rows) {
+  await db.client.query('VACUUM (ANALYZE) audit_log');
+  const m = meter(db, null);
+  const out = await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'verify', '--database-url', db.url, '--output', 'json'], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: cleanEnv(),
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+  const r = m.stop();
+  if (out.code !== 0) throw new Error(`verify exited ${out.code}: ${(out.stdout + out.stderr).slice(-600)}`);
+  const report = JSON.parse(out.stdout);
+  if (report.rows !== rows) throw new Error(`verify checked ${report.rows} rows, expected ${rows}`);
+  return {
+    verifySeconds: r.seconds,
+    verifyRowsPerS: rows / r.seconds,
+    verifyPgCpuPer100k: r.pgCpu !== null ? (r.pgCpu / rows) * 1e5 : null,
+    verifyOtherCores: r.otherCores,
+  };
 }
 
 /**
@@ -855,6 +916,9 @@ function section(L, opts, res, notes, h) {
   row('a. psql \\copy (ceiling; CPU = psql)', res.a, false);
   row('b. INSERT per row, pool of 5 (CPU not measured)', res.b, false);
   row('c. serve, unacked, 1 connection', res.c?.unacked1);
+  row('c. serve, unacked, 1 connection (again)', res.c?.chains1b);
+  row('c. serve, unacked, 1 connection, without chains (--no-chains)', res.c?.noChains1);
+  row('c. serve, unacked, 1 connection, without chains (again)', res.c?.noChains1b);
   row('c. serve, unacked, 16 connections', res.c?.unacked16);
   row('c. serve, acked, 1 connection', res.c?.acked1);
   row('c. serve, acked, 16 connections', res.c?.acked16);
@@ -903,6 +967,22 @@ function section(L, opts, res, notes, h) {
   line('daemon CPU-s per 100k entries (unacked, 1 conn)', cpu, '≤ 0.6 (goal 0.4)', (x) => x <= 0.6);
   const rss = Math.max(0, ...['unacked1', 'unacked16', 'acked1', 'acked16'].map((k) => c[k]?.peakRssMb ?? 0));
   line('daemon peak RSS, MB (max over the serve runs)', rss || null, '≤ 200', (x) => x <= 200);
+  const bestOf = (...rs) => {
+    const v = rs.map(okRate).filter((x) => x !== null);
+    return v.length ? Math.max(...v) : null;
+  };
+  line(
+    'with chains / without (unacked, 1 conn, best of two each)',
+    ratio(bestOf(c.unacked1, c.chains1b), bestOf(c.noChains1, c.noChains1b)),
+    '≥ 0.9 (goal 0.97)',
+    (x) => x >= 0.9,
+  );
+  line(
+    'verify, rows/s (full run over the 1-conn rows)',
+    c.unacked1?.verifyRowsPerS ?? null,
+    '≥ 200,000',
+    (x) => x >= 200_000,
+  );
   L.push('');
   if (c.lat10 || c.lat100) {
     L.push(`${h} Ack latency (one acked connection, paced sender)`);
